@@ -10,9 +10,11 @@ from __future__ import annotations
 class PeapodError(Exception):
     """Base of all errors peapod reports to a caller."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # A short machine-readable cause for metrics labels, e.g. "NOT_FOUND".
+        self.reason = reason
 
 
 class InvalidArgument(PeapodError):
