@@ -16,31 +16,43 @@ from cri.errors import Cancelled, DeadlineExceeded
 class CallContext:
     """Deadline (monotonic seconds) plus a cancel flag for one unit of work."""
 
-    def __init__(self, deadline: float | None = None, what: str = "operation") -> None:
+    def __init__(
+        self,
+        deadline: float | None = None,
+        what: str = "operation",
+        parent: CallContext | None = None,
+    ) -> None:
         self.deadline = deadline
         self.what = what
+        self.parent = parent
         self._cancelled = threading.Event()
 
     @classmethod
     def with_timeout(cls, seconds: float | None, what: str = "operation") -> CallContext:
         return cls(None if seconds is None else time.monotonic() + seconds, what)
 
+    def child(self) -> CallContext:
+        """A context cancelled with this one (and by itself) and bound by its deadline."""
+        return CallContext(None, self.what, parent=self)
+
     def cancel(self) -> None:
         self._cancelled.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled.is_set() or (self.parent is not None and self.parent.cancelled)
 
     def remaining(self) -> float | None:
-        """Seconds left before the deadline, or None when there is none."""
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
+        """Seconds left before the deadline (own or a parent's), or None when there is none."""
+        own = None if self.deadline is None else self.deadline - time.monotonic()
+        inherited = self.parent.remaining() if self.parent is not None else None
+        if own is None:
+            return inherited
+        return own if inherited is None else min(own, inherited)
 
     def check(self) -> None:
         """Raise Cancelled or DeadlineExceeded if the work must stop now."""
-        if self._cancelled.is_set():
+        if self.cancelled:
             raise Cancelled(f"{self.what} was cancelled by the caller")
         left = self.remaining()
         if left is not None and left <= 0:

@@ -1,0 +1,369 @@
+"""peapod's configuration: schema, defaults, YAML files, drop-ins and flags.
+
+The schema is a tree of dataclasses; every field carries its documentation in
+``metadata["doc"]``. The effective configuration is: defaults, then the main
+file, then each ``*.yaml``/``*.yml`` file of the drop-in directory in lexical
+order (mappings merge key by key, everything else is replaced), then
+command-line flags. Unknown keys and wrong types are errors that name the file
+and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_FILE = Path("/etc/peapod/peapod.yaml")
+DEFAULT_CONFIG_DIR = Path("/etc/peapod/peapod.yaml.d")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names file and key."""
+
+
+def _opt(default: Any, doc: str) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def _section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+@dataclass
+class MetricsConfig:
+    address: str = _opt(
+        "127.0.0.1:9539",
+        "HOST:PORT serving Prometheus metrics at /metrics over HTTP; empty disables it. "
+        "Keep it on loopback unless a scraper needs it.",
+    )
+
+
+@dataclass
+class ImageConfig:
+    registries_conf: str = _opt(
+        "/etc/containers/registries.conf",
+        "containers-registries.conf(5) v2 file with mirrors, insecure, blocked and "
+        "unqualified-search registries (shared with CRI-O, podman, skopeo). May be absent.",
+    )
+    registries_conf_dir: str = _opt(
+        "/etc/containers/registries.conf.d",
+        "Drop-in directory for registries.conf; *.conf files applied in lexical order.",
+    )
+    certs_dir: str = _opt(
+        "/etc/containers/certs.d",
+        "Per-registry CA certificates: <certs_dir>/<host[:port]>/*.crt are trusted for that host.",
+    )
+    default_search_registries: list[str] = _opt(
+        ["docker.io"],
+        "Registries tried for short names when registries.conf sets no "
+        "unqualified-search-registries.",
+    )
+    max_parallel_downloads: int = _opt(3, "Layers downloaded at once per pull.")
+    registry_timeout: float = _opt(
+        60.0,
+        "Seconds a single registry read may stall before the pull fails (the caller's "
+        "deadline applies too).",
+    )
+
+
+@dataclass
+class Config:
+    listen: str = _opt(
+        "/run/peapod/peapod.sock", "Unix socket of the CRI gRPC API (mode 0660)."
+    )
+    root: str = _opt(
+        "/var/lib/peapod", "Persistent state: the state database and the image store."
+    )
+    runroot: str = _opt(
+        "/run/peapod", "Runtime state that must not survive a reboot (keep it on tmpfs)."
+    )
+    log_level: str = _opt("info", "One of debug, info, warning, error.")
+    log_format: str = _opt("text", "text (key=value lines) or json (one object per line).")
+    cgroup_manager: str = _opt(
+        "cgroupfs",
+        "cgroupfs or systemd; must match the kubelet's cgroupDriver (reported by RuntimeConfig).",
+    )
+    grpc_max_message_bytes: int = _opt(
+        80 * 1024 * 1024, "Largest gRPC message accepted or sent (List* responses grow)."
+    )
+    grpc_workers: int = _opt(
+        100, "Threads serving RPCs; slow calls (pulls, network setup) each hold one."
+    )
+    shutdown_grace: float = _opt(
+        30.0, "Seconds in-flight RPCs may take to finish after SIGTERM/SIGINT."
+    )
+    metrics: MetricsConfig = _section(MetricsConfig, "Prometheus metrics endpoint.")
+    image: ImageConfig = _section(ImageConfig, "Image pulls and the image store.")
+
+    # ---- derived paths -------------------------------------------------
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def runroot_path(self) -> Path:
+        return Path(self.runroot)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root_path / "peapod.db"
+
+    @property
+    def image_root(self) -> Path:
+        return self.root_path / "images"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": LOG_LEVELS,
+    "log_format": ("text", "json"),
+    "cgroup_manager": ("cgroupfs", "systemd"),
+}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(
+    config_file: Path | None = None,
+    config_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    file_must_exist: bool = False,
+) -> Config:
+    """Build the effective configuration.
+
+    ``overrides`` maps dotted keys (``"metrics.address"``) to values from flags.
+    """
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for path in _config_files(config_file, config_dir, file_must_exist):
+        data = _read_yaml(path)
+        _merge(merged, data, origins, str(path), ())
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        parts = key.split(".")
+        node = merged
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        origins[key] = "command line"
+    return _build(Config, merged, origins, ())
+
+
+def _config_files(
+    config_file: Path | None, config_dir: Path | None, must_exist: bool
+) -> list[Path]:
+    files: list[Path] = []
+    if config_file is not None:
+        if config_file.exists():
+            files.append(config_file)
+        elif must_exist:
+            raise ConfigError(f"config file {config_file} does not exist")
+    if config_dir is not None and config_dir.is_dir():
+        files.extend(
+            sorted(p for p in config_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        )
+    return files
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of options")
+    return data
+
+
+def _merge(
+    into: dict[str, Any], data: dict[str, Any], origins: dict[str, str], src: str,
+    prefix: tuple[str, ...],
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origins, src, path)
+        else:
+            into[key] = value
+            _mark(origins, value, src, path)
+
+
+def _mark(origins: dict[str, str], value: Any, src: str, path: tuple[str, ...]) -> None:
+    origins[".".join(path)] = src
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _mark(origins, sub, src, (*path, str(key)))
+
+
+def _where(origins: dict[str, str], dotted: str) -> str:
+    probe = dotted
+    while probe:
+        if probe in origins:
+            return origins[probe]
+        probe = probe.rpartition(".")[0]
+    return "configuration"
+
+
+def _build(cls: type, data: Any, origins: dict[str, str], path: tuple[str, ...]) -> Any:
+    dotted = ".".join(path)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{_where(origins, dotted)}: key '{dotted}' must be a mapping, got {data!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = ".".join((*path, str(key)))
+            known = ", ".join(sorted(fields))
+            raise ConfigError(
+                f"{_where(origins, where)}: unknown key '{where}' (known here: {known})"
+            )
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name not in data:
+            continue
+        key_path = (*path, name)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, data[name], origins, key_path)
+        else:
+            values[name] = _coerce(hint, data[name], origins, ".".join(key_path))
+    obj = cls(**values)
+    for name in fields:
+        dotted_name = ".".join((*path, name))
+        choices = CHOICES.get(dotted_name)
+        if choices and getattr(obj, name) not in choices:
+            raise ConfigError(
+                f"{_where(origins, dotted_name)}: key '{dotted_name}' must be one of "
+                f"{', '.join(choices)}, got {getattr(obj, name)!r}"
+            )
+    return obj
+
+
+def _coerce(hint: Any, value: Any, origins: dict[str, str], dotted: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{_where(origins, dotted)}: key '{dotted}' must be {expected}, got {value!r}"
+        )
+
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad("an integer")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad("a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise bad("a list")
+        return [_coerce(item, v, origins, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _key_t, val_t = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise bad("a mapping with string keys")
+            if dataclasses.is_dataclass(val_t):
+                out[k] = _build(val_t, v, origins, (*dotted.split("."), k))
+            else:
+                out[k] = _coerce(val_t, v, origins, f"{dotted}.{k}")
+        return out
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+        non_none = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(non_none[0], value, origins, dotted)
+    raise bad(str(hint))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The configuration as plain data (the shape of the YAML file)."""
+    return dataclasses.asdict(cfg)
+
+
+def render_yaml(cfg: Any, commented: bool = False) -> str:
+    """YAML text of ``cfg`` with each option's documentation above it.
+
+    With ``commented`` every option line is commented out, giving a file that
+    documents the defaults without pinning them.
+    """
+    lines: list[str] = []
+    _render(cfg, lines, 0, commented)
+    return "\n".join(lines) + "\n"
+
+
+def _render(obj: Any, lines: list[str], depth: int, commented: bool) -> None:
+    indent = "  " * depth
+    hash_ = "# " if commented else ""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        doc = f.metadata.get("doc", "")
+        for doc_line in _wrap(doc, 88 - len(indent)):
+            lines.append(f"{indent}# {doc_line}")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{hash_}{f.name}:")
+            _render(value, lines, depth + 1, commented)
+        elif isinstance(value, dict) and value and all(
+            dataclasses.is_dataclass(v) for v in value.values()
+        ):
+            lines.append(f"{indent}{hash_}{f.name}:")
+            for key, sub in value.items():
+                lines.append(f"{indent}  {hash_}{key}:")
+                _render(sub, lines, depth + 2, commented)
+        else:
+            dumped = yaml.safe_dump(
+                {f.name: value}, default_flow_style=True, sort_keys=False, width=1000
+            ).strip()
+            if dumped.startswith("{") and dumped.endswith("}"):
+                dumped = dumped[1:-1]
+            lines.append(f"{indent}{hash_}{dumped}")
+        if depth == 0:
+            lines.append("")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words = text.split()
+    out: list[str] = []
+    line = ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        out.append(line)
+    return out

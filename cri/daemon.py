@@ -1,0 +1,138 @@
+"""The peapod daemon: owns the state, serves CRI on a unix socket, shuts down cleanly."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from cri import __version__, servicers
+from cri.config import Config
+from cri.db import Database
+from cri.errors import FailedPrecondition
+from cri.interceptor import CallInterceptor
+from cri.metrics import Metrics, PullObserver
+from oci.image_service import ImageService
+
+log = logging.getLogger("peapod.daemon")
+
+
+class Daemon:
+    """Everything one running peapod owns; handlers receive it as their first argument."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_at = time.time()
+        self.pod_cidr = ""
+        self.metrics = Metrics()
+        self._root_lock_fd = _lock_root(config.root_path)
+        config.runroot_path.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.db_path)
+        self.images = ImageService.from_config(config, self.db, PullObserver(self.metrics))
+        self._server: grpc.Server | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------ serving
+    def start(self) -> None:
+        """Bind the socket and the metrics endpoint and start serving."""
+        cfg = self.config
+        sock = Path(cfg.listen)
+        _claim_socket(sock)
+        limit = cfg.grpc_max_message_bytes
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="rpc"),
+            interceptors=[CallInterceptor(self.metrics)],
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        servicers.register(server, self)
+        if not server.add_insecure_port(f"unix:{sock}"):
+            raise FailedPrecondition(f"cannot listen on {sock}")
+        server.start()
+        os.chmod(sock, 0o660)
+        self._server = server
+        self.metrics_address = self.metrics.serve(cfg.metrics.address)
+        log.info(
+            "peapod serving",
+            extra={"socket": str(sock), "root": cfg.root, "runroot": cfg.runroot,
+                   "version": self.version},
+        )
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        self._stop.wait()
+        self.shutdown()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting calls, let in-flight ones finish, release everything."""
+        if self._server is not None:
+            self._server.stop(self.config.shutdown_grace).wait()
+            self._server = None
+        self.metrics.close()
+        self.images.close()
+        self.db.close()
+        Path(self.config.listen).unlink(missing_ok=True)
+        os.close(self._root_lock_fd)
+        log.info("peapod stopped")
+
+
+def _lock_root(root: Path) -> int:
+    """Hold an exclusive lock on the root so two daemons never share state."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "peapod.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise FailedPrecondition(
+                f"another peapod is running with root {root}; stop it or pass a different --root"
+            ) from None
+        raise
+    return fd
+
+
+def _claim_socket(path: Path) -> None:
+    """Make ``path`` free to bind: refuse a live socket, remove a stale one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and not path.is_symlink():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.warning("removing stale socket", extra={"socket": str(path)})
+        path.unlink(missing_ok=True)
+        return
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot use {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise FailedPrecondition(
+        f"another process is serving on {path}; stop it or pass a different --listen"
+    )

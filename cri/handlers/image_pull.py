@@ -1,0 +1,42 @@
+"""PullImage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+from oci.registry_auth import Credentials
+
+from api import api_pb2 as pb
+from cri.call import call_context, require
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def credentials(auth: pb.AuthConfig) -> Credentials | None:
+    """The registry credentials of a request, or None for anonymous pulls."""
+    if not (auth.username or auth.password or auth.auth or auth.identity_token
+            or auth.registry_token):
+        return None
+    return Credentials(
+        username=auth.username,
+        password=auth.password,
+        auth=auth.auth,
+        identity_token=auth.identity_token,
+        registry_token=auth.registry_token,
+    )
+
+
+def pull_image(
+    d: Daemon, req: pb.PullImageRequest, ctx: grpc.ServicerContext
+) -> pb.PullImageResponse:
+    """Pull an image (tag or digest) and return its image ID."""
+    image = require(
+        req.image.image, "PullImageRequest.image.image",
+        "an image reference such as docker.io/library/busybox:latest",
+    )
+    creds = credentials(req.auth) if req.HasField("auth") else None
+    server = req.auth.server_address if req.HasField("auth") else ""
+    record = d.images.pull(image, creds, call_context(ctx, f"pull of {image}"), server)
+    return pb.PullImageResponse(image_ref=record.id)

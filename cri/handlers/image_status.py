@@ -1,0 +1,54 @@
+"""ImageStatus, ListImages and ImageFsInfo: read-only image queries."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import require
+from cri.handlers.image_convert import to_pb_image, verbose_info
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def image_status(
+    d: Daemon, req: pb.ImageStatusRequest, ctx: grpc.ServicerContext
+) -> pb.ImageStatusResponse:
+    """Status of one image; an absent image gives an empty response, not an error."""
+    ref = require(req.image.image, "ImageStatusRequest.image.image", "an image reference or ID")
+    record = d.images.status(ref)
+    if record is None:
+        return pb.ImageStatusResponse()
+    info = verbose_info(record) if req.verbose else {}
+    return pb.ImageStatusResponse(image=to_pb_image(record), info=info)
+
+
+def list_images(
+    d: Daemon, req: pb.ListImagesRequest, ctx: grpc.ServicerContext
+) -> pb.ListImagesResponse:
+    """Every image, or the one the filter names."""
+    wanted = req.filter.image.image if req.HasField("filter") else ""
+    if wanted:
+        record = d.images.status(wanted)
+        records = [record] if record is not None else []
+    else:
+        records = d.images.list()
+    return pb.ListImagesResponse(images=[to_pb_image(r) for r in records])
+
+
+def image_fs_info(
+    d: Daemon, req: pb.ImageFsInfoRequest, ctx: grpc.ServicerContext
+) -> pb.ImageFsInfoResponse:
+    """Bytes and inodes used by the image store."""
+    usage = d.images.fs_usage()
+    fs = pb.FilesystemUsage(
+        timestamp=time.time_ns(),
+        fs_id=pb.FilesystemIdentifier(mountpoint=str(usage.path)),
+    )
+    fs.used_bytes.value = usage.used_bytes
+    fs.inodes_used.value = usage.inodes_used
+    return pb.ImageFsInfoResponse(image_filesystems=[fs], container_filesystems=[fs])

@@ -1,0 +1,68 @@
+"""Version, Status, RuntimeConfig and UpdateRuntimeConfig."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri import config as configmod
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+log = logging.getLogger("peapod.runtime")
+
+RUNTIME_NAME = "peapod"
+CRI_API_VERSION = "v1"
+
+
+def version(d: Daemon, req: pb.VersionRequest, ctx: grpc.ServicerContext) -> pb.VersionResponse:
+    """Name and version of the runtime and of the CRI API it speaks."""
+    return pb.VersionResponse(
+        version="0.1.0",
+        runtime_name=RUNTIME_NAME,
+        runtime_version=d.version,
+        runtime_api_version=CRI_API_VERSION,
+    )
+
+
+def status(d: Daemon, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.StatusResponse:
+    """Runtime and network readiness; verbose adds the effective configuration."""
+    conditions = [
+        pb.RuntimeCondition(type="RuntimeReady", status=True),
+        pb.RuntimeCondition(
+            type="NetworkReady",
+            status=False,
+            reason="NetworkPluginNotReady",
+            message="peapod does not set up pod networks yet",
+        ),
+    ]
+    info: dict[str, str] = {}
+    if req.verbose:
+        info["config"] = json.dumps(configmod.to_dict(d.config))
+        info["version"] = json.dumps({"runtime": RUNTIME_NAME, "version": d.version})
+        info["podCIDR"] = json.dumps(d.pod_cidr)
+    return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info)
+
+
+def runtime_config(
+    d: Daemon, req: pb.RuntimeConfigRequest, ctx: grpc.ServicerContext
+) -> pb.RuntimeConfigResponse:
+    """The cgroup driver, so the kubelet can match it."""
+    driver = pb.SYSTEMD if d.config.cgroup_manager == "systemd" else pb.CGROUPFS
+    return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+
+def update_runtime_config(
+    d: Daemon, req: pb.UpdateRuntimeConfigRequest, ctx: grpc.ServicerContext
+) -> pb.UpdateRuntimeConfigResponse:
+    """Record the pod CIDR the kubelet hands down."""
+    cidr = req.runtime_config.network_config.pod_cidr
+    if cidr and cidr != d.pod_cidr:
+        log.info("pod CIDR set", extra={"pod_cidr": cidr})
+        d.pod_cidr = cidr
+    return pb.UpdateRuntimeConfigResponse()

@@ -1,0 +1,93 @@
+"""Prometheus metrics of one daemon and the HTTP endpoint that serves them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from cri.errors import InvalidArgument
+
+log = logging.getLogger("peapod.metrics")
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+)
+
+
+class Metrics:
+    """Every metric peapod exports, on a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.operations = Counter(
+            "peapod_operations", "CRI calls received, by rpc.", ["operation"], registry=r
+        )
+        self.operation_errors = Counter(
+            "peapod_operations_errors",
+            "CRI calls that failed, by rpc and gRPC status code.",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.operation_latency = Histogram(
+            "peapod_operations_latency_seconds",
+            "Time to answer a CRI call, by rpc.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.image_pull_bytes = Counter(
+            "peapod_image_pulls_bytes",
+            "Bytes of image content downloaded from registries.",
+            registry=r,
+        )
+        self.image_pulls = Counter(
+            "peapod_image_pulls",
+            "Image pulls by result: success, or the failure reason (NOT_FOUND, UNAUTHORIZED...).",
+            ["result"],
+            registry=r,
+        )
+        self.image_layers_reused = Counter(
+            "peapod_image_layer_reuse",
+            "Layers a pull found already unpacked in the store and did not download.",
+            registry=r,
+        )
+        self._server: Any = None
+
+    def serve(self, address: str) -> tuple[str, int] | None:
+        """Serve /metrics on ``HOST:PORT``; port 0 picks a free port. Returns the bound address."""
+        if not address:
+            return None
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit():
+            raise InvalidArgument(f"metrics address {address!r} must be HOST:PORT")
+        host = host.strip("[]") or "127.0.0.1"
+        server, _thread = start_http_server(int(port_text), addr=host, registry=self.registry)
+        self._server = server
+        bound = server.server_address
+        log.info("metrics served", extra={"address": f"{bound[0]}:{bound[1]}"})
+        return bound[0], bound[1]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class PullObserver:
+    """What the image service reports about pulls, turned into metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def bytes_downloaded(self, count: int) -> None:
+        self._m.image_pull_bytes.inc(count)
+
+    def layer_reused(self) -> None:
+        self._m.image_layers_reused.inc()
+
+    def pull_finished(self, result: str) -> None:
+        self._m.image_pulls.labels(result).inc()

@@ -1,0 +1,75 @@
+"""Build the two CRI servicers from the handler tables.
+
+Every rpc of the proto gets a method: the registered handler, or one that
+answers UNIMPLEMENTED with a message saying so. Errors are mapped to status
+codes by ``cri.interceptor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from api import api_pb2, api_pb2_grpc
+from cri.errors import Unimplemented
+
+Handler = Callable[[Any, Any, grpc.ServicerContext], Any]
+
+
+def _unimplemented(service: str, rpc: str, streaming: bool) -> Callable[..., Any]:
+    message = (
+        f"{service}.{rpc} is not implemented by peapod yet; see the README's API status table"
+    )
+
+    if streaming:
+
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            raise Unimplemented(message)
+            yield  # pragma: no cover - makes this a generator
+
+        return stream
+
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        raise Unimplemented(message)
+
+    return unary
+
+
+def _bound(handler: Handler, daemon: Any) -> Callable[..., Any]:
+    def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        return handler(daemon, request, context)
+
+    method.__doc__ = handler.__doc__
+    return method
+
+
+def build(service: str, handlers: dict[str, Handler], daemon: Any) -> Any:
+    """An instance of the generated servicer for ``service`` wired to ``handlers``."""
+    descriptor = api_pb2.DESCRIPTOR.services_by_name[service]
+    unknown = set(handlers) - {m.name for m in descriptor.methods}
+    if unknown:
+        raise ValueError(f"handlers for rpcs not in {service}: {sorted(unknown)}")
+    attrs: dict[str, Any] = {}
+    for method in descriptor.methods:
+        handler = handlers.get(method.name)
+        attrs[method.name] = (
+            _bound(handler, daemon)
+            if handler is not None
+            else _unimplemented(service, method.name, method.server_streaming)
+        )
+    base = getattr(api_pb2_grpc, f"{service}Servicer")
+    return type(f"Peapod{service}", (base,), attrs)()
+
+
+def register(server: grpc.Server, daemon: Any) -> None:
+    """Add both CRI services to ``server``."""
+    from cri.handlers import IMAGE_HANDLERS, RUNTIME_HANDLERS
+
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(
+        build("RuntimeService", RUNTIME_HANDLERS, daemon), server
+    )
+    api_pb2_grpc.add_ImageServiceServicer_to_server(
+        build("ImageService", IMAGE_HANDLERS, daemon), server
+    )
