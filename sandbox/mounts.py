@@ -1,0 +1,138 @@
+"""mount(2)/umount2(2) through ctypes, and reading /proc/self/mountinfo.
+
+These calls act on the daemon's mount namespace as a whole and never change
+the calling thread's namespaces, so they are safe on any daemon thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
+    libc.mount.restype = ctypes.c_int
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.umount2.restype = ctypes.c_int
+    return libc
+
+
+def mount(source: str, target: Path, fstype: str | None, flags: int, data: str | None) -> None:
+    """Call mount(2); raise OSError (with errno) on failure."""
+    rc = _libc().mount(
+        source.encode(),
+        os.fsencode(target),
+        fstype.encode() if fstype is not None else None,
+        flags,
+        data.encode() if data is not None else None,
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}", str(target))
+
+
+def umount_detach(target: Path) -> bool:
+    """Lazily unmount the topmost mount on ``target``.
+
+    Returns False when nothing is mounted there (or the path is gone), True
+    when a mount was detached; other failures raise OSError.
+    """
+    rc = _libc().umount2(os.fsencode(target), MNT_DETACH)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOENT):
+        return False
+    raise OSError(err, f"umount {target}: {os.strerror(err)}", str(target))
+
+
+def umount_all(target: Path, limit: int = 16) -> int:
+    """Detach every mount stacked on ``target``; return how many were detached."""
+    count = 0
+    while count < limit and umount_detach(target):
+        count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo (the fields peapod uses)."""
+
+    mount_point: str
+    root: str
+    fstype: str
+    source: str
+    options: str
+    super_options: str
+
+
+def _unescape(field: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 for space and so on)."""
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """Parse mountinfo text into entries, in the kernel's order."""
+    entries = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        lf = left.split()
+        rf = right.split()
+        if len(lf) < 6 or len(rf) < 3:
+            continue
+        entries.append(
+            MountEntry(
+                mount_point=_unescape(lf[4]),
+                root=_unescape(lf[3]),
+                fstype=rf[0],
+                source=_unescape(rf[1]),
+                options=lf[5],
+                super_options=rf[2],
+            )
+        )
+    return entries
+
+
+def mounts_at(path: Path) -> list[MountEntry]:
+    """The mounts whose mount point is exactly ``path`` (bottom first)."""
+    target = os.path.abspath(path)
+    return [e for e in parse_mountinfo(MOUNTINFO.read_text()) if e.mount_point == target]
+
+
+def is_mountpoint(path: Path) -> bool:
+    """Tell whether something is mounted exactly at ``path``."""
+    return bool(mounts_at(path))

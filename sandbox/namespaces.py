@@ -1,0 +1,100 @@
+"""Pinning a pod's network, IPC and UTS namespaces to files, without a pause process.
+
+One ``unshare --net=F --ipc=F --uts=F sh -c ...`` run creates the namespaces,
+bind-mounts their nsfs files onto ``<dir>/<kind>`` (unshare does the bind
+itself), and inside them sets the hostname, writes the pod's sysctls and brings
+``lo`` up. The bind mounts keep the namespaces alive after the shell exits;
+nothing runs in them until containers join with ``/path/<kind>``.
+
+The bind works whether the parent mount is private or shared: nsfs files may
+be bound anywhere (only mount-namespace files need a private parent, and peapod
+does not pin those). ``unpin`` needs nothing but the paths, so it works after
+a daemon restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from cri.cancel import CallContext
+from cri.errors import AlreadyExists, Internal, InvalidArgument
+from sandbox import sysctls as sysctl_mod
+from sandbox.mounts import mounts_at, umount_all
+from sandbox.pod_files import validate_hostname
+from sandbox.tools import find_tool, run_tool
+
+KINDS = ("net", "ipc", "uts")
+
+
+def pin_namespaces(
+    ns_dir: Path,
+    kinds: set[str],
+    hostname: str | None = None,
+    sysctls: Mapping[str, str] | None = None,
+    ctx: CallContext | None = None,
+) -> dict[str, Path]:
+    """Create fresh namespaces of ``kinds`` and pin them at ``ns_dir/<kind>``.
+
+    With ``hostname`` (needs "uts") the new UTS namespace gets that hostname;
+    ``sysctls`` are validated (net.* needs "net", IPC ones need "ipc") and
+    written inside. Everything is checked before anything is created; on any
+    failure whatever was pinned is removed again.
+    """
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise InvalidArgument(
+            f"cannot pin namespace kind(s) {sorted(unknown)}; supported: {list(KINDS)}"
+        )
+    if hostname is not None:
+        validate_hostname(hostname)
+        if "uts" not in kinds:
+            raise InvalidArgument("a pod hostname needs the pod's own UTS namespace")
+    parsed = sysctl_mod.validate(
+        sysctls or {}, host_network="net" not in kinds, host_ipc="ipc" not in kinds
+    )
+    if not kinds:
+        return {}
+    paths = {kind: ns_dir / kind for kind in KINDS if kind in kinds}
+    argv = [find_tool("unshare"), *(f"--{k}={p}" for k, p in paths.items())]
+    argv += sysctl_mod.setup_argv(hostname, parsed, lo_up="net" in kinds)
+
+    ns_dir.mkdir(parents=True, exist_ok=True)
+    for kind, path in paths.items():
+        if mounts_at(path):
+            raise AlreadyExists(f"a {kind} namespace is already pinned at {path}; unpin it first")
+    try:
+        for path in paths.values():
+            path.touch(mode=0o444, exist_ok=True)
+        proc = run_tool(argv, "creating the pod's namespaces", ctx, check=False)
+        if proc.returncode != 0:
+            why = sysctl_mod.explain_failure(proc.stderr, parsed)
+            if why is not None:
+                raise InvalidArgument(why)
+            raise Internal(f"creating the pod's namespaces failed: {proc.stderr.strip()}")
+        for kind, path in paths.items():
+            if not any(m.fstype == "nsfs" for m in mounts_at(path)):
+                raise Internal(f"unshare exited cleanly but no {kind} namespace is bound at {path}")
+    except BaseException:
+        unpin(paths.values())
+        raise
+    return paths
+
+
+def unpin(paths: Iterable[Path] | Mapping[str, Path]) -> None:
+    """Detach the namespace bind mounts and delete the files; idempotent."""
+    items = paths.values() if isinstance(paths, Mapping) else paths
+    for path in items:
+        try:
+            umount_all(Path(path))
+        except OSError as exc:
+            raise Internal(f"cannot unmount pinned namespace {path}: {exc.strerror}") from exc
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def ns_inode(path: Path) -> int:
+    """The inode number identifying the namespace pinned (or linked) at ``path``."""
+    return os.stat(path).st_ino
