@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cri.errors import AlreadyExists, InvalidArgument
+from sandbox import sysctls
 from sandbox.mounts import is_mountpoint, mount, umount_all
 from sandbox.namespaces import KINDS, ns_inode, pin_namespaces, unpin
 
@@ -208,3 +209,22 @@ def test_pin_time_for_one_pod(tmp_path: Path) -> None:
         f"min {min(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms"
     )
     assert median < 0.5
+
+
+def test_apply_sysctls_into_pinned_namespaces(ns_dir: Path) -> None:
+    paths = pin_namespaces(ns_dir, {"net", "ipc"})
+    parsed = sysctls.validate(
+        {"net.ipv4.ip_unprivileged_port_start": "443", "kernel.msgmax": "16384"}, False, False
+    )
+    sysctls.apply(parsed, paths)
+    out = nsenter(
+        paths,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+        "/proc/sys/kernel/msgmax",
+    )
+    assert out.split() == ["443", "16384"]
+    with pytest.raises(InvalidArgument, match="ip_forward"):
+        sysctls.apply(sysctls.validate({"net.ipv4.ip_forward": "x"}, False, False), paths)
+    with pytest.raises(InvalidArgument, match="own ipc namespace"):
+        sysctls.apply(parsed, {"net": paths["net"]})
