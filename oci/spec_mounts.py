@@ -194,7 +194,7 @@ def _read_mountinfo() -> str:
 
 def check_propagation(
     mounts: Iterable[tuple[Mount, Spec]],
-    read_mountinfo: Callable[[], str] = _read_mountinfo,
+    read_mountinfo: Callable[[], str] | None = None,
 ) -> None:
     """Refuse propagation the host cannot provide.
 
@@ -206,7 +206,7 @@ def check_propagation(
         if mount.propagation is MountPropagation.PRIVATE:
             continue
         if mountinfo is None:
-            mountinfo = read_mountinfo()
+            mountinfo = (read_mountinfo or _read_mountinfo)()
         source = spec["source"]
         kind = propagation_of(source, mountinfo)
         if mount.propagation is MountPropagation.BIDIRECTIONAL and kind != "shared":
