@@ -16,7 +16,7 @@ from cni.result import Result, ResultInvalid, VersionInfo, parse_result, parse_v
 from cni.runtime_conf import RuntimeConf
 from cni.version import LATEST_VERSION
 from cri.cancel import CallContext
-from cri.errors import Internal, PeapodError
+from cri.errors import Cancelled, DeadlineExceeded, Internal, PeapodError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +209,25 @@ class CNIClient:
     # -- STATUS / GC / VERSION ------------------------------------------------
 
     def status(self, network: NetworkConfig, ctx: CallContext) -> None:
-        """Raise unless the network can take ADDs.
+        """Raise Unavailable unless the network can take ADDs.
 
         Every plugin binary must be found; for spec >= 1.1.0 each plugin must
-        also pass STATUS (the error names the first that does not).
+        also pass STATUS (the error names the first that does not). The
+        caller's cancel or deadline is raised as such.
         """
-        for plugin in network.plugins:
-            find_plugin(str(plugin["type"]), self.plugin_dirs, where=f"network {network.name!r}")
-        if not network.supports("1.1.0"):
-            return
-        for index in range(len(network.plugins)):
-            self._run(network, index, "STATUS", ctx)
+        try:
+            for plugin in network.plugins:
+                find_plugin(str(plugin["type"]), self.plugin_dirs,
+                            where=f"network {network.name!r}")
+            if not network.supports("1.1.0"):
+                return
+            for index in range(len(network.plugins)):
+                self._run(network, index, "STATUS", ctx)
+        except (Cancelled, DeadlineExceeded, Unavailable):
+            raise
+        except PeapodError as err:
+            not_ready = Unavailable(err.message, reason=err.reason)
+            raise not_ready from err.__cause__
 
     def gc(self, network: NetworkConfig,
            valid_attachments: Iterable[Attachment | tuple[str, str]], ctx: CallContext) -> bool:

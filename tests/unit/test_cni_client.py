@@ -299,8 +299,18 @@ def test_status_gating(fakes: Fakes) -> None:
 
 def test_status_reports_missing_binary_at_any_version(fakes: Fakes) -> None:
     network = fakes.network(fakes.plugin("x", kind="nosuchplugin"), version="0.4.0")
-    with pytest.raises(FailedPrecondition, match=r"'nosuchplugin' .* not found"):
+    with pytest.raises(Unavailable, match=r"'nosuchplugin' .* not found"):
         fakes.client.status(network, ctx())
+
+
+def test_status_failure_of_any_code_means_unavailable(fakes: Fakes) -> None:
+    network = fakes.network(fakes.plugin("one", STATUS={"exit": 1, "stdout": {
+        "code": 4, "msg": "unknown CNI_COMMAND: STATUS"}}), version="1.1.0")
+    with pytest.raises(Unavailable) as info:
+        fakes.client.status(network, ctx())
+    assert "CNI error code 4 (invalid environment variables)" in info.value.message
+    failure = plugin_failure(info.value)
+    assert failure is not None and failure.code == 4
 
 
 def test_gc_gating_and_valid_attachments(fakes: Fakes) -> None:
