@@ -23,7 +23,7 @@ _TS = (
     rb"(?P<date>\d{4}-\d{2}-\d{2})T(?P<time>\d{2}:\d{2}:\d{2})"
     rb"(?:\.(?P<frac>\d{1,9}))?(?P<tz>Z|[+-]\d{2}:\d{2})"
 )
-_TS_RE = re.compile(rb"^" + _TS + rb"$")
+_TS_RE = re.compile(_TS)
 _LINE_RE = re.compile(rb"^(?P<ts>" + _TS + rb") (?P<stream>stdout|stderr) (?P<tag>[PF]) ")
 
 
@@ -40,7 +40,7 @@ class LogLine:
 
 def parse_timestamp(text: str) -> int:
     """Unix time in nanoseconds of an RFC 3339 timestamp with optional fraction."""
-    m = _TS_RE.match(text.encode())
+    m = _TS_RE.fullmatch(text.encode())
     if not m:
         raise DataLoss(f"{text!r} is not an RFC 3339 timestamp")
     return _timestamp_ns(m)

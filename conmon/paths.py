@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cri.errors import InvalidArgument
 
 # runc's own rule for container ids; conmon also uses the id as a file name.
-_ID_RE = re.compile(r"^[A-Za-z0-9_+.-]+$")
+_ID_RE = re.compile(r"[A-Za-z0-9_+.-]+")
 
 # sizeof(struct sockaddr_un.sun_path) on Linux.
 SUN_PATH_MAX = 108
@@ -21,7 +21,7 @@ SUN_PATH_MAX = 108
 
 def validate_id(ctr_id: str) -> str:
     """Return ``ctr_id`` if it is usable as a runtime id and a file name."""
-    if not ctr_id or not _ID_RE.match(ctr_id) or ctr_id in (".", ".."):
+    if not ctr_id or not _ID_RE.fullmatch(ctr_id) or ctr_id in (".", ".."):
         raise InvalidArgument(
             f"container id {ctr_id!r} is not usable: use letters, digits, '_', '+', '.', '-'"
         )
