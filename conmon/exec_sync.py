@@ -110,8 +110,9 @@ class _ExecRun:
         env: Mapping[str, str] | None,
         log_level: str,
     ) -> ExecResult:
+        # No terminal: conmon was not given -t, and ExecSync output is not a tty.
         with open(self.spec_path, "w") as f:
-            json.dump(process_spec, f)
+            json.dump({**process_spec, "terminal": False}, f)
         # Each log line costs ~45 bytes besides its content; leave room for both
         # streams and a margin so the cap we apply below is the one that bites.
         global_max = 2 * max_output + (64 << 10)

@@ -563,7 +563,37 @@ def test_resize_sets_terminal_size(lab: Lab) -> None:
     assert b"33 101" in text, text
 
 
+def test_oom_kill_is_recorded(lab: Lab) -> None:
+    hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+    ctr = lab.container(["sh", "-c", hog])
+    limit = 32 << 20
+    ctr.config["linux"]["resources"] = {"memory": {"limit": limit, "swap": limit}}
+    Path(ctr.paths.bundle, "config.json").write_text(json.dumps(ctr.config))
+    lab.create(ctr)
+    lab.start(ctr)
+    assert lab.wait_exit(ctr, timeout=30) == 128 + signal.SIGKILL
+    assert files.oom_killed(ctr.paths.persist_dir)
+    assert Path(ctr.paths.bundle_oom_path).exists()
+
+
+def test_no_oom_marker_without_oom(lab: Lab) -> None:
+    ctr = running(lab, ["sleep", "100"])
+    stop(lab, ctr)
+    assert not files.oom_killed(ctr.paths.persist_dir)
+    assert not Path(ctr.paths.bundle_oom_path).exists()
+
+
 # -- exec_sync -----------------------------------------------------------------
+
+
+def test_exec_sync_in_tty_container(lab: Lab) -> None:
+    ctr = lab.container(["sleep", "100"], tty=True)
+    lab.create(ctr, tty=True)
+    lab.start(ctr)
+    assert ctr.config["process"]["terminal"] is True
+    r = run_exec(lab, ctr, ["sh", "-c", "echo a; echo b >&2"])
+    assert (r.exit_code, r.stdout, r.stderr) == (0, b"a\n", b"b\n")
+    stop(lab, ctr)
 
 
 def test_exec_sync_output_and_exit_codes(lab: Lab) -> None:
