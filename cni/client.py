@@ -176,6 +176,7 @@ class CNIClient:
         ``target`` is an Attachment, or (network, runtime conf, ADD result or
         None) when no recorded attachment exists.
         """
+        prev: Mapping[str, Any] | None
         if isinstance(target, Attachment):
             network, runtime, prev = target.network, target.runtime, target.raw_result
         else:

@@ -158,7 +158,7 @@ class Lab:
         busy = _busy_networks()
         start = (os.getpid() * 7 + next(_COUNTER)) % 250
         for offset in range(250):
-            candidate = ipaddress.ip_network(f"10.199.{(start + offset) % 250 + 1}.0/24")
+            candidate = ipaddress.IPv4Network(f"10.199.{(start + offset) % 250 + 1}.0/24")
             if any(candidate.overlaps(n) for n in busy if n.version == 4):
                 continue
             path = f"/tmp/peapod-cni-test-{candidate.network_address}.lock"
@@ -433,8 +433,9 @@ def test_host_port_reaches_pod_and_del_removes_rules(lab: Lab) -> None:
     attachment = lab.add(lab.network(), runtime)
     pod_ip = attachment.pod_ips()[0]
     during = firewall_lines()
+    port_re = re.compile(rf"--dports? {host_port}\b")
     ours = {line for line in during - before
-            if runtime.container_id in line or pod_ip in line or str(host_port) in line}
+            if runtime.container_id in line or pod_ip in line or port_re.search(line)}
     assert any("DNAT" in line and f"{pod_ip}:8080" in line for line in ours), ours
     pod_chains = {m for line in ours for m in re.findall(r"-j (CNI-(?!HOSTPORT-)\S+)", line)}
     assert pod_chains  # the portmap DNAT chain and the bridge masquerade chain
@@ -464,7 +465,7 @@ def test_host_port_reaches_pod_and_del_removes_rules(lab: Lab) -> None:
     lab.delete(attachment)
     after = firewall_lines()
     leftover = {line for line in after
-                if runtime.container_id in line or pod_ip in line
+                if runtime.container_id in line or pod_ip in line or port_re.search(line)
                 or any(chain in line for chain in pod_chains)}
     assert leftover == set()
     # Only portmap's shared chains (and their jumps) may remain from this test.

@@ -133,7 +133,7 @@ def test_cni_versions_selects_highest_supported() -> None:
         (conflist("-x"), "invalid network name '-x'"),
         ({"name": "n", "plugins": [{"type": "a"}]}, "missing 'cniVersion'"),
         (conflist("n", "2.0.0"), "unsupported cniVersion '2.0.0'"),
-        (conflist("n", 1), "'cniVersion' must be a string"),
+        (conflist("n", 1), "'cniVersion' must be a string"),  # type: ignore[arg-type]
         ({"cniVersion": "1.0.0", "name": "n", "plugins": []}, "'plugins' must be a non-empty"),
         ({"cniVersion": "1.0.0", "name": "n", "plugins": [3]}, "plugin 1 is not a JSON object"),
         ({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../x"}]},
