@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -138,7 +138,7 @@ class _Response:
         self.headers = resp.headers
         self._done = False
 
-    def chunks(self, ctx: CallContext, what: str) -> Iterator[bytes]:
+    def chunks(self, ctx: CallContext, what: str) -> Generator[bytes, None, None]:
         """The body in pieces; the connection goes back to the pool at the end."""
         try:
             while True:
@@ -445,7 +445,7 @@ class RegistryClient:
         what = f"token request for registry {self.endpoint}"
         resp = self._send(method, url, headers, body, ctx, what)
         data = resp.read_all(ctx, MAX_TOKEN_BODY, what)
-        return resp.status, resp.headers, data
+        return resp.status, dict(resp.headers.items()), data
 
     # ---- connections ----------------------------------------------------------------------
 

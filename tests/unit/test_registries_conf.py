@@ -317,8 +317,8 @@ location = "mirror.local/app"
         Source("mirror.local", "app", False, False, "latest")
     ]
     # "quay.io/teamwork" must not match the "quay.io/team" prefix
-    assert not conf.sources(parse("quay.io/teamwork/x"))[0].mirror
-    assert conf.find(parse("quay.io/teamwork/x")).prefix == "quay.io"
+    teamwork = conf.find(parse("quay.io/teamwork/x"))
+    assert teamwork is not None and teamwork.prefix == "quay.io"
 
 
 def test_host_prefix_does_not_match_other_port() -> None:
