@@ -374,17 +374,12 @@ class RegistryClient:
     def _registry_get(
         self, path: str, repository: str, headers: dict[str, str], ctx: CallContext, what: str
     ) -> _Response:
-        base = self._base_url(ctx, what)
         auth = self.auth.header(repository, ctx)
         for attempt in (0, 1):
             sent = dict(headers)
             if auth:
                 sent["Authorization"] = auth
-            try:
-                resp = self._send("GET", base + path, sent, None, ctx, what)
-            except Unavailable:
-                self._forget_scheme()
-                raise
+            resp = self._send_registry(path, sent, ctx, what)
             if resp.status != 401:
                 return resp
             challenges = resp.headers.get_all("WWW-Authenticate") or []
@@ -393,6 +388,21 @@ class RegistryClient:
                 raise self._unauthorized(what, repository, detail)
             auth = self.auth.on_challenge(challenges, repository, ctx)
         raise AssertionError("unreachable")
+
+    def _send_registry(
+        self, path: str, headers: dict[str, str], ctx: CallContext, what: str
+    ) -> _Response:
+        """GET ``path`` on the endpoint; for an insecure endpoint whose scheme was
+        remembered from earlier, a network failure re-probes the scheme once."""
+        base, fresh = self._base_url(ctx, what)
+        try:
+            return self._send("GET", base + path, headers, None, ctx, what)
+        except Unavailable:
+            self._forget_scheme()
+            if fresh:
+                raise
+        base, _ = self._base_url(ctx, what)
+        return self._send("GET", base + path, headers, None, ctx, what)
 
     def _unauthorized(self, what: str, repository: str, detail: str) -> Unauthenticated:
         says = f" (registry says: {detail})" if detail else ""
@@ -557,15 +567,19 @@ class RegistryClient:
 
     # ---- insecure registries: https or http? ----------------------------------------------
 
-    def _base_url(self, ctx: CallContext, what: str) -> str:
+    def _base_url(self, ctx: CallContext, what: str) -> tuple[str, bool]:
+        """The endpoint's base URL, and whether its scheme is settled (not a memory)."""
+        if not self.insecure:
+            return f"https://{self.endpoint}", True
+        fresh = False
         scheme = self._scheme
         if scheme is None:
             with _schemes_lock:
                 scheme = _schemes.get(self.endpoint)
         if scheme is None:
-            scheme = self._probe(ctx, what)
+            scheme, fresh = self._probe(ctx, what), True
         self._scheme = scheme
-        return f"{scheme}://{self.endpoint}"
+        return f"{scheme}://{self.endpoint}", fresh
 
     def _probe(self, ctx: CallContext, what: str) -> str:
         """Try a TLS handshake with an insecure endpoint; plain HTTP if it fails."""

@@ -882,6 +882,16 @@ def test_insecure_falls_back_to_http_and_remembers(
     assert server.connections == before + 1, "a second client must not probe TLS again"
 
 
+def test_insecure_stale_scheme_memory_is_reprobed(
+    reg: tuple[RegistryApp, FakeServer], clients: Callable[..., RegistryClient]
+) -> None:
+    app, server = reg
+    app.add_manifest(REPO, "v1", MANIFEST)
+    distribution._schemes[server.host] = "https"  # e.g. the port used to serve TLS
+    assert clients(server.host).fetch_manifest(REPO, "v1", ctx()).body == MANIFEST
+    assert distribution._schemes[server.host] == "http"
+
+
 def test_insecure_probe_gives_up_on_a_silent_handshake(
     servers: Callable[..., FakeServer], clients: Callable[..., RegistryClient]
 ) -> None:
