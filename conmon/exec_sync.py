@@ -123,7 +123,7 @@ class _ExecRun:
             log_global_size_max=global_max, log_level=log_level,
         )  # fmt: skip
         sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.started_ticks = procs.boot_ticks_now()
+        self.started_ticks = procs.boot_ticks_now() - 1
         expires = time.monotonic() + timeout_s if timeout_s else None
         try:
             try:

@@ -113,7 +113,8 @@ class _Launch:
         self.sock: socket.socket | None = None
         self.start_sock: socket.socket | None = None
         self.stderr = stderr
-        self.launched_ticks = procs.boot_ticks_now()
+        # One tick of slack: both clocks are truncated to whole ticks.
+        self.launched_ticks = procs.boot_ticks_now() - 1
 
     def run(
         self, env: Mapping[str, str] | None, cgroup_procs_path: str | None, deadline: float
