@@ -115,7 +115,7 @@ class RegistriesConf:
     short_name_mode: str = DEFAULT_SHORT_NAME_MODE
     registries: list[Registry] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
-    search_origin: str = "the built-in default"
+    search_origin: str = "peapod's default search list"
 
     def find(self, ref: Reference) -> Registry | None:
         """The ``[[registry]]`` with the longest matching prefix (exact beats wildcard)."""

@@ -234,9 +234,14 @@ class Authenticator:
             self._challenge = chosen
         if chosen.scheme == "basic":
             if self._basic is None:
+                given = (
+                    "only a token was given, which Basic auth cannot use"
+                    if self.has_credentials
+                    else "none were given"
+                )
                 raise Unauthenticated(
                     f"registry {self.registry} requires a username and password to pull "
-                    f"{repository}, and none were given; add an image pull secret",
+                    f"{repository}, and {given}; add an image pull secret with them",
                     reason="UNAUTHORIZED",
                 )
             return basic_header(*self._basic)
