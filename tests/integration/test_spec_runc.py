@@ -313,8 +313,14 @@ def test_masked_and_readonly_paths(runner: Runner) -> None:
 
 
 def test_no_new_privs_limits_and_oom_score(runner: Runner) -> None:
+    if runner.daemon.cgroup_v2:
+        files = "memory.max pids.max memory.swap.max"
+        no_swap = "0"  # memory+swap equal to memory: no swap at all
+    else:
+        files = "memory/memory.limit_in_bytes pids/pids.max memory/memory.memsw.limit_in_bytes"
+        no_swap = str(64 << 20)
     cmd = ("grep '^NoNewPrivs:' /proc/self/status; ulimit -n; cat /proc/self/oom_score_adj; "
-           "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max")
+           f"cd /sys/fs/cgroup; for f in {files}; do cat $f 2>/dev/null || echo none; done")
     with open("/proc/self/oom_score_adj", encoding="ascii") as f:
         own = int(f.read())
     spec = runner.spec(
@@ -327,6 +333,7 @@ def test_no_new_privs_limits_and_oom_score(runner: Runner) -> None:
     expected_nofile = spec["process"]["rlimits"][0]["soft"]
     assert got.out.splitlines() == [
         "NoNewPrivs:\t1", str(expected_nofile), str(max(-999, own)), str(64 << 20), "512",
+        no_swap if runner.daemon.swap_accounting else "none",
     ]
     assert spec["process"]["oomScoreAdj"] == max(-999, own) or "CAP_SYS_RESOURCE" in (
         runner.daemon.bounding_set)
@@ -374,6 +381,26 @@ def test_host_to_container_propagation_reaches_running_container(runner: Runner)
     (src / "later" / "marker").write_text("propagated\n")
     got = runner.exec(cid, spec, ["cat", "/vol/later/marker"])
     assert (got.rc, got.out) == (0, "propagated\n"), got.err
+
+
+def test_bidirectional_propagation_reaches_host(runner: Runner) -> None:
+    src = runner.base / "shared-rw"
+    src.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src)], check=True)
+    runner.mounts.append(src)
+    subprocess.run(["mount", "--make-shared", str(src)], check=True)
+    (src / "inner").mkdir()
+    runner.mounts.append(src / "inner")  # the container's mount lands here on the host
+    security = SecurityContext(capabilities=Capabilities(add=("SYS_ADMIN",)), seccomp=DEFAULT)
+    spec = runner.spec(
+        "mount -t tmpfs tmpfs /vol/inner && echo from-container > /vol/inner/marker",
+        security=security,
+        mounts=(Mount("/vol", str(src), propagation=MountPropagation.BIDIRECTIONAL),),
+    )
+    assert spec["linux"]["rootfsPropagation"] == "rshared"
+    got = runner.run(spec)
+    assert got.rc == 0, got.err
+    assert (src / "inner" / "marker").read_text() == "from-container\n"
 
 
 def test_exec_process_keeps_user_and_filter(runner: Runner) -> None:
