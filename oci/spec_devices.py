@@ -44,8 +44,8 @@ def _walk_devices(host_dir: str, container_dir: str) -> list[Spec]:
             dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
         for name in sorted(files):
             path = os.path.join(root, name)
-            if path in _SKIPPED_FILES:
-                continue
+            if path in _SKIPPED_FILES or os.path.islink(path):
+                continue  # links (/dev/stdin -> /proc/self/fd/0) would copy the daemon's fds
             try:
                 inside = os.path.join(container_dir, os.path.relpath(path, host_dir))
                 node = device_node(path, inside)

@@ -194,5 +194,6 @@ class TestDevices:
         nodes, rules = device_rules_and_nodes([], privileged=True)
         paths = {n["path"] for n in nodes}
         assert "/dev/null" in paths and "/dev/console" not in paths
+        assert not [p for p in paths if os.path.islink(p)]  # e.g. /dev/stdin, /dev/fd
         assert not any(p.startswith(("/dev/pts/", "/dev/shm/")) for p in paths)
         assert rules == [{"allow": True, "access": "rwm"}]
