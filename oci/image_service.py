@@ -207,10 +207,15 @@ class ImageService:
         for source in sources:
             creds = credentials if _credentials_apply(source, ref, server_address) else None
             client = RegistryClient(
-                source.endpoint, source.insecure, creds, self.settings.certs_dir
+                source.endpoint,
+                source.insecure,
+                creds,
+                self.settings.certs_dir,
+                read_timeout=self.settings.registry_timeout,
             )
             try:
-                record = self._pull_from(client, source, ref, ctx)
+                with client:
+                    record = self._pull_from(client, source, ref, ctx)
             except (Cancelled, DeadlineExceeded):
                 raise
             except PeapodError as exc:

@@ -14,7 +14,10 @@ from support.token_proxy import TokenProxy, TokenRegistry
 
 def _need_registry() -> None:
     if not registry_available():
-        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+        pytest.fail(
+            "docker-registry is not installed; run deploy/setup.sh test (apt-get install "
+            "docker-registry)"
+        )
 
 
 # -- registries and test images (session scope) --------------------------------

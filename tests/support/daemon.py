@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def registries_conf_text(insecure_hosts: list[str], extra: str = "") -> str:
     """A registries.conf v2 marking the test registries insecure (plain HTTP on loopback)."""
-    lines = ['unqualified-search-registries = []', ""]
+    lines = ["unqualified-search-registries = []", ""]
     for host in insecure_hosts:
         lines += ["[[registry]]", f'location = "{host}"', "insecure = true", ""]
     return "\n".join(lines) + extra
@@ -75,8 +75,15 @@ class Peapod:
     # ------------------------------------------------------------ lifecycle
     def command(self, *extra: str) -> list[str]:
         return [
-            sys.executable, "-m", "cri.main", "run",
-            "--config", str(self.config_file), "--config-dir", str(self.config_dir), *extra,
+            sys.executable,
+            "-m",
+            "cri.main",
+            "run",
+            "--config",
+            str(self.config_file),
+            "--config-dir",
+            str(self.config_dir),
+            *extra,
         ]
 
     def start(self, *extra: str, timeout: float = 20) -> Peapod:
@@ -159,9 +166,7 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
         metric, _, label_text = head.partition("{")
         if metric != name:
             continue
-        got = dict(
-            part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part
-        )
+        got = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part)
         got = {k: v.strip('"') for k, v in got.items()}
         if all(got.get(k) == v for k, v in want.items()):
             return float(value)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Set peapod up on a Debian 12 machine (as root), then run the daemon or the tests.
+#   deploy/setup.sh run    install, then serve on /run/peapod/peapod.sock in the foreground
+#   deploy/setup.sh test   install (with test packages), then run the test suite
+#   deploy/setup.sh        install only
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+mode="${1:-install}"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (peapod manages namespaces, mounts and cgroups)" >&2
+  exit 1
+fi
+
+# System parts, all from Debian.
+packages=(python3 python3-venv python3-dev util-linux iproute2 iptables runc crun conmon
+  containernetworking-plugins catatonit zstd)
+if [ "$mode" = test ]; then
+  packages+=(docker-registry busybox-static apache2-utils)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The docker-registry package starts a registry on :5000; the tests run their own.
+if [ "$mode" = test ] && command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+# Python side: a virtualenv next to the checkout.
+python=python3
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+extras=""
+[ "$mode" = test ] && extras="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+
+# Default configuration, only where the host has none.
+install -d -m 0755 /etc/peapod /etc/peapod/peapod.yaml.d
+[ -e /etc/peapod/peapod.yaml ] || install -m 0644 deploy/peapod.yaml /etc/peapod/peapod.yaml
+[ -e /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml
+
+case "$mode" in
+  run)
+    exec .venv/bin/peapod run
+    ;;
+  test)
+    set +e
+    .venv/bin/python -m pytest -q -p no:cacheprovider "${@:2}"
+    rc=$?
+    set -e
+    if [ "$rc" = 5 ]; then
+      echo "setup.sh: pytest collected no tests; failing" >&2
+      exit 1
+    fi
+    exit "$rc"
+    ;;
+  install)
+    echo "peapod installed: .venv/bin/peapod run"
+    ;;
+  *)
+    echo "usage: deploy/setup.sh [run|test|install]" >&2
+    exit 2
+    ;;
+esac
