@@ -49,6 +49,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX image_layers_by_diff ON image_layers(diff_id);
     """,
+    # 2: pod sandboxes, containers, daemon settings. Each row keeps its indexed
+    # identity in columns and the rest of the domain record as JSON.
+    """
+    CREATE TABLE sandboxes (
+        id          TEXT PRIMARY KEY,            -- 64 hex
+        name        TEXT NOT NULL UNIQUE,        -- k8s_<pod>_<namespace>_<uid>_<attempt>
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,            -- unix nanoseconds
+        record      TEXT NOT NULL                -- JSON of the domain record
+    );
+    CREATE TABLE containers (
+        id          TEXT PRIMARY KEY,
+        sandbox_id  TEXT NOT NULL REFERENCES sandboxes(id),
+        name        TEXT NOT NULL UNIQUE,        -- k8s_<ctr>_<pod>_<namespace>_<uid>_<attempt>
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        record      TEXT NOT NULL
+    );
+    CREATE INDEX containers_by_sandbox ON containers(sandbox_id);
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
