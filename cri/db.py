@@ -48,6 +48,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (image_id, position)
     );
     CREATE INDEX image_layers_by_diff ON image_layers(diff_id);
+    CREATE TABLE layer_holds (
+        holder    TEXT NOT NULL,                 -- e.g. the ID of a container using them
+        diff_id   TEXT NOT NULL REFERENCES layers(diff_id),
+        PRIMARY KEY (holder, diff_id)
+    );
+    CREATE INDEX layer_holds_by_diff ON layer_holds(diff_id);
     """,
     # 2: pod sandboxes, containers, daemon settings. Each row keeps its indexed
     # identity in columns and the rest of the domain record as JSON.
