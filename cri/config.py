@@ -75,6 +75,48 @@ class ImageConfig:
 
 
 @dataclass
+class NetworkConfig:
+    network_dir: str = _opt(
+        "/etc/cni/net.d",
+        "CNI network configurations (*.conflist, *.conf, *.json), read in lexical order; the "
+        "first valid one is used unless default_network names another. Re-read for every pod.",
+    )
+    plugin_dirs: list[str] = _opt(
+        ["/usr/lib/cni", "/opt/cni/bin"], "Directories searched, in order, for CNI plugin binaries."
+    )
+    default_network: str = _opt(
+        "", "Name of the CNI network pods attach to; empty picks the first valid file."
+    )
+    wait_for_config: float = _opt(
+        10.0,
+        "Seconds RunPodSandbox waits for a usable network config to appear before failing "
+        "(bounded by the caller's deadline). Host-network pods never wait.",
+    )
+    plugin_timeout: float = _opt(
+        60.0, "Seconds one CNI plugin run (ADD, DEL, STATUS) may take before it is killed."
+    )
+
+
+@dataclass
+class SandboxConfig:
+    shm_size: int = _opt(
+        64 * 1024 * 1024,
+        "Size in bytes of the tmpfs each pod gets as /dev/shm (pods using the host IPC "
+        "namespace share the host's /dev/shm instead).",
+    )
+    default_cgroup_parent: str = _opt(
+        "peapod",
+        "Where a pod that names no cgroup_parent gets its own cgroup: /<this>/pod<id> with "
+        "cgroupfs, <this>-pod<id>.slice with systemd.",
+    )
+    create_timeout: float = _opt(
+        240.0,
+        "Seconds RunPodSandbox may spend building a pod. Building goes on past the caller's "
+        "deadline; a pod finished late is kept and handed to the kubelet's retry.",
+    )
+
+
+@dataclass
 class Config:
     listen: str = _opt(
         "/run/peapod/peapod.sock", "Unix socket of the CRI gRPC API (mode 0660)."
@@ -102,6 +144,8 @@ class Config:
     )
     metrics: MetricsConfig = _section(MetricsConfig, "Prometheus metrics endpoint.")
     image: ImageConfig = _section(ImageConfig, "Image pulls and the image store.")
+    network: NetworkConfig = _section(NetworkConfig, "Pod networking through CNI plugins.")
+    sandbox: SandboxConfig = _section(SandboxConfig, "Pod sandboxes.")
 
     # ---- derived paths -------------------------------------------------
     @property
