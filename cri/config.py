@@ -47,6 +47,70 @@ class MetricsConfig:
 
 
 @dataclass
+class RuntimeHandlerConfig:
+    runtime_path: str = _opt(
+        "",
+        "The OCI runtime binary (runc-compatible command line): an absolute path, or a "
+        "name looked up in PATH and the sbin directories; empty means the handler's name.",
+    )
+    runtime_root: str = _opt(
+        "",
+        "Directory where the runtime keeps its container state (its --root); empty means "
+        "<runroot>/runtimes/<handler name>.",
+    )
+    monitor_path: str = _opt(
+        "/usr/bin/conmon",
+        "The conmon binary that monitors each container: holds its stdio, writes its CRI "
+        "log and exit status, and outlives peapod.",
+    )
+    monitor_env: list[str] = _opt(
+        ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Environment (KEY=value) conmon and the runtime run with.",
+    )
+    create_timeout: float = _opt(
+        240.0,
+        "Seconds conmon and the runtime may take to create a container (the caller's deadline "
+        "applies too).",
+    )
+
+
+def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
+    return {
+        "runc": RuntimeHandlerConfig(runtime_path="/usr/sbin/runc"),
+        "crun": RuntimeHandlerConfig(runtime_path="/usr/bin/crun"),
+    }
+
+
+@dataclass
+class RuntimeConfig:
+    default_runtime: str = _opt(
+        "runc",
+        "The runtime handler for pods that name none (an empty RuntimeClass handler); must be "
+        "a key of runtimes.",
+    )
+    runtimes: dict[str, RuntimeHandlerConfig] = field(
+        default_factory=_default_runtimes,
+        metadata={
+            "doc": "Runtime handlers by name (the kubelet's RuntimeClass handler). Setting this "
+            "key replaces the whole default table."
+        },
+    )
+    seccomp_profile: str = _opt(
+        "",
+        "Seccomp profile (JSON) for RuntimeDefault; empty means peapod's built-in profile.",
+    )
+    pids_limit: int = _opt(0, "Maximum processes per container (pids cgroup); 0 means no limit.")
+    log_size_max: int = _opt(
+        -1,
+        "Bytes a container log may reach before conmon truncates it; -1 means no limit "
+        "(the kubelet rotates logs). At least 8192 when set.",
+    )
+    exec_output_max: int = _opt(
+        16 * 1024 * 1024, "Bytes of stdout and of stderr ExecSync returns at most."
+    )
+
+
+@dataclass
 class ImageConfig:
     registries_conf: str = _opt(
         "/etc/containers/registries.conf",
@@ -144,6 +208,7 @@ class Config:
     )
     metrics: MetricsConfig = _section(MetricsConfig, "Prometheus metrics endpoint.")
     image: ImageConfig = _section(ImageConfig, "Image pulls and the image store.")
+    runtime: RuntimeConfig = _section(RuntimeConfig, "Containers: OCI runtimes, conmon, limits.")
     network: NetworkConfig = _section(NetworkConfig, "Pod networking through CNI plugins.")
     sandbox: SandboxConfig = _section(SandboxConfig, "Pod sandboxes.")
 
@@ -201,7 +266,24 @@ def load(
             node = node.setdefault(part, {})
         node[parts[-1]] = value
         origins[key] = "command line"
-    return _build(Config, merged, origins, ())
+    cfg: Config = _build(Config, merged, origins, ())
+    _check_runtimes(cfg, origins)
+    return cfg
+
+
+def _check_runtimes(cfg: Config, origins: dict[str, str]) -> None:
+    rt = cfg.runtime
+    if rt.default_runtime not in rt.runtimes:
+        raise ConfigError(
+            f"{_where(origins, 'runtime.default_runtime')}: key 'runtime.default_runtime' names "
+            f"{rt.default_runtime!r}, which is not in runtime.runtimes "
+            f"({', '.join(sorted(rt.runtimes)) or 'empty'})"
+        )
+    if 0 <= rt.log_size_max < 8192:
+        raise ConfigError(
+            f"{_where(origins, 'runtime.log_size_max')}: key 'runtime.log_size_max' must be -1 "
+            f"or at least 8192, got {rt.log_size_max}"
+        )
 
 
 def _config_files(
