@@ -244,11 +244,13 @@ class ImageService:
     ) -> ImageRecord:
         repo = source.repository
         fetched = client.fetch_manifest(repo, source.reference or ref.identifier, ctx)
+        self.observer.bytes_downloaded(len(fetched.body))
         top_digest = fetched.digest
         doc = manifests.parse(fetched.body, fetched.media_type, str(ref))
         if isinstance(doc, manifests.ImageIndex):
             chosen = manifests.select(doc, self.platform, str(ref))
             fetched = client.fetch_manifest(repo, chosen.digest, ctx)
+            self.observer.bytes_downloaded(len(fetched.body))
             doc = manifests.parse(fetched.body, fetched.media_type, f"{ref} ({self.platform})")
             if not isinstance(doc, manifests.ImageManifest):
                 raise DataLoss(
@@ -267,7 +269,8 @@ class ImageService:
                 f"has {len(diff_ids)} diff_ids",
                 reason="BAD_MANIFEST",
             )
-        size = doc.config.size + sum(layer.size for layer in doc.layers)
+        # The image's content as stored by a registry: manifest, config and layers.
+        size = len(fetched.body) + doc.config.size + sum(layer.size for layer in doc.layers)
         names = [f"{ref.name}@{top_digest}"]
         if ref.tag:
             names.insert(0, f"{ref.name}:{ref.tag}")
@@ -312,8 +315,7 @@ class ImageService:
     ) -> None:
         todo: list[tuple[manifests.Descriptor, str]] = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
-            if self.store.has_layer(diff_id):
-                self.store.keep_layer(diff_id, lease)
+            if self.store.keep_layer(diff_id, lease):
                 self.observer.layer_reused()
             else:
                 todo.append((layer, diff_id))

@@ -287,7 +287,8 @@ def test_image_fs_info_tracks_usage(peapod: Peapod, test_images: StandardImages)
     full = peapod.images.ImageFsInfo(pb.ImageFsInfoRequest()).image_filesystems[0]
     assert full.fs_id.mountpoint.startswith(str(peapod.root))
     assert full.used_bytes.value > empty.used_bytes.value + 500_000  # busybox is ~1 MB+
-    assert full.inodes_used.value > empty.inodes_used.value + 100  # hundreds of applet links
+    # busybox's applets are hard links to one file: a few dozen inodes, not hundreds
+    assert full.inodes_used.value > empty.inodes_used.value + 10
     assert full.timestamp > 0
 
 
@@ -358,7 +359,7 @@ def test_bearer_token_registry(peapod: Peapod, token_registry: TokenRegistry) ->
     assert image_id == token_registry.busybox.config_digest
     kinds = [(r.kind, r.status) for r in token_registry.proxy.requests]
     assert ("token", 200) in kinds
-    bearer = [r for r in token_registry.proxy.requests if r.auth_scheme == "Bearer"]
+    bearer = [r for r in token_registry.proxy.requests if r.auth_scheme == "bearer"]
     assert bearer and all(r.status in (200, 307) for r in bearer)
 
 
@@ -376,8 +377,8 @@ def test_malformed_references_are_invalid_argument(peapod: Peapod, ref: str) -> 
 
 
 def test_unreachable_registries_are_unavailable(peapod: Peapod) -> None:
-    port = closed_port()
-    err = rpc_error(pull, peapod, f"127.0.0.1:{port}/busybox:latest")
+    with closed_port() as port:
+        err = rpc_error(pull, peapod, f"127.0.0.1:{port}/busybox:latest")
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert f"127.0.0.1:{port}" in err.details()
     err = rpc_error(pull, peapod, "no-such-registry.invalid/busybox:latest", timeout=60)
@@ -443,11 +444,12 @@ def test_registries_conf_blocked_mirror_and_search(
         assert "mirrored.invalid/busybox:latest" in status(peapod, image_id).image.repo_tags
         remove_all(peapod)
         # a dead mirror falls back to the registry itself
-        conf.write_text(
-            f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'
-            f'[[registry.mirror]]\nlocation = "127.0.0.1:{closed_port()}"\ninsecure = true\n'
-        )
-        assert pull(peapod, test_images.busybox.ref) == image_id
+        with closed_port() as dead:
+            conf.write_text(
+                f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+                f'[[registry.mirror]]\nlocation = "127.0.0.1:{dead}"\ninsecure = true\n'
+            )
+            assert pull(peapod, test_images.busybox.ref) == image_id
         remove_all(peapod)
         # short names resolve through unqualified-search-registries
         conf.write_text(f'unqualified-search-registries = ["{host}"]\n')
