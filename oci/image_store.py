@@ -366,9 +366,11 @@ class ImageStore:
             raise DataLoss(
                 f"image config does not match the image ID {image_id}", reason="DIGEST_MISMATCH"
             )
+        config_text = ""
         try:
-            config = json.loads(config_json)
-        except ValueError:
+            config_text = config_json.decode("utf-8")
+            config = json.loads(config_text)
+        except ValueError:  # includes UnicodeDecodeError
             config = None
         if not isinstance(config, dict):
             raise InvalidArgument(f"the config of image {image_id} is not a JSON object")
@@ -403,7 +405,7 @@ class ImageStore:
                             image_id,
                             manifest_digest,
                             manifest_media_type,
-                            config_json.decode(),
+                            config_text,
                             size,
                             now,
                             int(pinned),
@@ -719,6 +721,9 @@ class ImageStore:
             wanted_blobs |= _image_blobs(record)
         blobs: dict[str, int] = {}
         for algo_dir in os.scandir(self._blobs_dir):
+            if algo_dir.name not in _HEX_LEN or not algo_dir.is_dir(follow_symlinks=False):
+                _remove_path(Path(algo_dir.path))
+                continue
             for entry in os.scandir(algo_dir.path):
                 digest = f"{algo_dir.name}:{entry.name}"
                 if digest in wanted_blobs and entry.is_file(follow_symlinks=False):
