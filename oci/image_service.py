@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from cri.errors import (
     Cancelled,
     DataLoss,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PeapodError,
@@ -31,7 +33,7 @@ from cri.errors import (
 from oci import manifest as manifests
 from oci import registries_conf
 from oci.distribution import RegistryClient
-from oci.image_store import FsUsage, ImageRecord, ImageStore
+from oci.image_store import FsUsage, ImageRecord, ImageStore, Lease
 from oci.platform import Platform, host_platform
 from oci.reference import Reference
 from oci.registry_auth import Credentials
@@ -80,6 +82,8 @@ class ImageService:
         self._conf_lock = threading.Lock()
         self._conf_key: tuple[Any, ...] | None = None
         self._conf: registries_conf.RegistriesConf | None = None
+        # Who uses an image: image ID -> container IDs (set by the daemon).
+        self.users: Callable[[str], list[str]] | None = None
 
     @classmethod
     def from_config(cls, config: Config, db: Database, observer: PullObserver) -> ImageService:
@@ -135,9 +139,19 @@ class ImageService:
         return self.store.fs_usage()
 
     def remove(self, ref: str) -> None:
-        """Remove the image ``ref`` names with all its names; absent is fine."""
+        """Remove the image ``ref`` names with all its names; absent is fine.
+
+        An image that containers use is refused (FailedPrecondition naming them).
+        """
         record = self.status(ref)
         if record is not None:
+            users = self.users(record.id) if self.users is not None else []
+            if users:
+                raise FailedPrecondition(
+                    f"image {ref} ({record.id}) is in use by container(s) "
+                    f"{', '.join(sorted(users))}; remove them first",
+                    reason="IMAGE_IN_USE",
+                )
             self.store.remove(record.id)
             log.info("image removed", extra={"image": record.id, "ref": ref})
 
@@ -258,23 +272,24 @@ class ImageService:
                     reason="BAD_MANIFEST",
                 )
         manifest_digest = fetched.digest
-        self.store.put_blob(manifest_digest, fetched.body)
-
-        config_bytes = self._fetch_config(client, repo, doc.config, ctx)
-        config = _parse_config(config_bytes, ref)
-        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        if len(diff_ids) != len(doc.layers):
-            raise DataLoss(
-                f"{ref}: the manifest lists {len(doc.layers)} layers but the image config "
-                f"has {len(diff_ids)} diff_ids",
-                reason="BAD_MANIFEST",
-            )
-        # The image's content as stored by a registry: manifest, config and layers.
-        size = len(fetched.body) + doc.config.size + sum(layer.size for layer in doc.layers)
-        names = [f"{ref.name}@{top_digest}"]
-        if ref.tag:
-            names.insert(0, f"{ref.name}:{ref.tag}")
+        # Everything written from here on is under the lease until the image is recorded,
+        # so a concurrent RemoveImage cannot collect it half-way.
         with self.store.lease() as lease:
+            self.store.put_blob(manifest_digest, fetched.body, lease)
+            config_bytes = self._fetch_config(client, repo, doc.config, lease, ctx)
+            config = _parse_config(config_bytes, ref)
+            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+            if len(diff_ids) != len(doc.layers):
+                raise DataLoss(
+                    f"{ref}: the manifest lists {len(doc.layers)} layers but the image config "
+                    f"has {len(diff_ids)} diff_ids",
+                    reason="BAD_MANIFEST",
+                )
+            # The image's content as stored by a registry: manifest, config and layers.
+            size = len(fetched.body) + doc.config.size + sum(layer.size for layer in doc.layers)
+            names = [f"{ref.name}@{top_digest}"]
+            if ref.tag:
+                names.insert(0, f"{ref.name}:{ref.tag}")
             self._fetch_layers(client, repo, doc.layers, diff_ids, lease, ctx)
             ctx.check()
             return self.store.add_image(
@@ -289,10 +304,21 @@ class ImageService:
             )
 
     def _fetch_config(
-        self, client: RegistryClient, repo: str, desc: manifests.Descriptor, ctx: CallContext
+        self,
+        client: RegistryClient,
+        repo: str,
+        desc: manifests.Descriptor,
+        lease: Lease,
+        ctx: CallContext,
     ) -> bytes:
         if self.store.has_blob(desc.digest):
-            return self.store.read_blob(desc.digest)
+            try:
+                data = self.store.read_blob(desc.digest)
+            except (OSError, NotFound):
+                pass  # collected meanwhile: download it again
+            else:
+                self.store.put_blob(desc.digest, data, lease)  # holds it under the lease
+                return data
         tmp = self.store.tmp_path("config")
         try:
             client.fetch_blob(
@@ -301,7 +327,7 @@ class ImageService:
             data = tmp.read_bytes()
         finally:
             tmp.unlink(missing_ok=True)
-        self.store.put_blob(desc.digest, data)
+        self.store.put_blob(desc.digest, data, lease)
         return data
 
     def _fetch_layers(
@@ -310,7 +336,7 @@ class ImageService:
         repo: str,
         layers: list[manifests.Descriptor],
         diff_ids: list[str],
-        lease: Any,
+        lease: Lease,
         ctx: CallContext,
     ) -> None:
         todo: list[tuple[manifests.Descriptor, str]] = []
@@ -347,7 +373,7 @@ class ImageService:
         repo: str,
         layer: manifests.Descriptor,
         diff_id: str,
-        lease: Any,
+        lease: Lease,
         ctx: CallContext,
     ) -> None:
         compression = manifests.compression(layer)
