@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -55,17 +55,18 @@ def create_container(
     log_level: str = "info",
     log_size_max: int = -1,
     systemd_cgroup: bool = False,
-    cgroup_procs_path: str | None = None,
+    cgroup_procs_path: str | Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 240.0,
     syslog: bool = True,
 ) -> Created:
     """Have conmon run ``<runtime> create`` for the bundle in ``paths``.
 
-    ``cgroup_procs_path`` is a ``cgroup.procs`` file conmon is moved into
-    before it may fork. Raises Internal with the runtime's own message when
-    create fails and DeadlineExceeded after ``timeout`` seconds; either way no
-    conmon, runtime state or container process is left behind.
+    ``cgroup_procs_path`` is a ``cgroup.procs`` file (or several, one per
+    hierarchy) conmon is moved into before it may fork. Raises Internal with
+    the runtime's own message when create fails and DeadlineExceeded after
+    ``timeout`` seconds; either way no conmon, runtime state or container
+    process is left behind.
     """
     opts = CreateOptions(
         tty=tty,
@@ -117,7 +118,10 @@ class _Launch:
         self.launched_ticks = procs.boot_ticks_now() - 1
 
     def run(
-        self, env: Mapping[str, str] | None, cgroup_procs_path: str | None, deadline: float
+        self,
+        env: Mapping[str, str] | None,
+        cgroup_procs_path: str | Sequence[str] | None,
+        deadline: float,
     ) -> Created:
         for stale in (self.paths.pidfile, self.paths.conmon_pidfile):
             with contextlib.suppress(FileNotFoundError):
@@ -142,8 +146,10 @@ class _Launch:
             sync_child.close()
             start_child.close()
 
-        if cgroup_procs_path is not None:
-            self._join_cgroup(cgroup_procs_path)
+        if isinstance(cgroup_procs_path, str):
+            cgroup_procs_path = [cgroup_procs_path]
+        for procs_path in cgroup_procs_path or ():
+            self._join_cgroup(procs_path)
         self._release()
         self._wait_first_exit(deadline)
 

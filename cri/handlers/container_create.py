@@ -1,0 +1,33 @@
+"""CreateContainer and StartContainer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import call_context, require
+from cri.handlers.container_convert import create_request
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def create_container(
+    d: Daemon, req: pb.CreateContainerRequest, ctx: grpc.ServicerContext
+) -> pb.CreateContainerResponse:
+    """Create a container in a ready pod sandbox; it runs only after StartContainer."""
+    request = create_request(req)
+    what = f"creation of container {req.config.metadata.name} in pod {req.pod_sandbox_id}"
+    rec = d.containers.create(request, call_context(ctx, what))
+    return pb.CreateContainerResponse(container_id=rec.id)
+
+
+def start_container(
+    d: Daemon, req: pb.StartContainerRequest, ctx: grpc.ServicerContext
+) -> pb.StartContainerResponse:
+    """Run a created container's process."""
+    ctr_id = require(req.container_id, "StartContainerRequest.container_id", "a container id")
+    d.containers.start(ctr_id, call_context(ctx, f"start of container {ctr_id}"))
+    return pb.StartContainerResponse()

@@ -1,0 +1,47 @@
+"""ContainerStatus and ListContainers: answered from the in-memory cache."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import require
+from cri.errors import PeapodError
+from cri.handlers.container_convert import (
+    container_filter,
+    to_pb_container,
+    to_pb_status,
+    verbose_info,
+)
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def container_status(
+    d: Daemon, req: pb.ContainerStatusRequest, ctx: grpc.ServicerContext
+) -> pb.ContainerStatusResponse:
+    """State, times, exit code and reason, image, mounts, log path; verbose adds pid and spec."""
+    ctr_id = require(req.container_id, "ContainerStatusRequest.container_id", "a container id")
+    rec = d.containers.status(ctr_id)
+    info: dict[str, str] = {}
+    if req.verbose:
+        try:
+            spec = d.containers.spec(rec)
+        except PeapodError:
+            spec = None
+        info = verbose_info(rec, spec)
+    return pb.ContainerStatusResponse(status=to_pb_status(rec), info=info)
+
+
+def list_containers(
+    d: Daemon, req: pb.ListContainersRequest, ctx: grpc.ServicerContext
+) -> pb.ListContainersResponse:
+    """Containers matching the filter (id or prefix, pod, state, labels)."""
+    flt = container_filter(req.filter) if req.HasField("filter") else None
+    if req.HasField("filter") and flt is None:
+        return pb.ListContainersResponse()
+    records = d.containers.list(flt)
+    return pb.ListContainersResponse(containers=[to_pb_container(r) for r in records])

@@ -1,0 +1,34 @@
+"""StopContainer and RemoveContainer; both succeed for unknown containers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import call_context, require
+from cri.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def stop_container(
+    d: Daemon, req: pb.StopContainerRequest, ctx: grpc.ServicerContext
+) -> pb.StopContainerResponse:
+    """Send the stop signal, then SIGKILL after ``timeout`` seconds (0: at once)."""
+    ctr_id = require(req.container_id, "StopContainerRequest.container_id", "a container id")
+    if req.timeout < 0:
+        raise InvalidArgument(f"StopContainerRequest.timeout {req.timeout} is negative")
+    d.containers.stop(ctr_id, req.timeout, call_context(ctx, f"stop of container {ctr_id}"))
+    return pb.StopContainerResponse()
+
+
+def remove_container(
+    d: Daemon, req: pb.RemoveContainerRequest, ctx: grpc.ServicerContext
+) -> pb.RemoveContainerResponse:
+    """Kill the container if it runs, then delete it with its root filesystem."""
+    ctr_id = require(req.container_id, "RemoveContainerRequest.container_id", "a container id")
+    d.containers.remove(ctr_id, call_context(ctx, f"removal of container {ctr_id}"))
+    return pb.RemoveContainerResponse()

@@ -1,0 +1,39 @@
+"""UpdateContainerResources and ReopenContainerLog."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import call_context, require
+from cri.errors import InvalidArgument
+from cri.handlers.container_convert import resources
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def update_container_resources(
+    d: Daemon, req: pb.UpdateContainerResourcesRequest, ctx: grpc.ServicerContext
+) -> pb.UpdateContainerResourcesResponse:
+    """Apply new cgroup limits to a created or running container."""
+    ctr_id = require(
+        req.container_id, "UpdateContainerResourcesRequest.container_id", "a container id"
+    )
+    if not req.HasField("linux"):
+        raise InvalidArgument("UpdateContainerResourcesRequest.linux is not set")
+    d.containers.update_resources(
+        ctr_id, resources(req.linux), call_context(ctx, f"update of container {ctr_id}")
+    )
+    return pb.UpdateContainerResourcesResponse()
+
+
+def reopen_container_log(
+    d: Daemon, req: pb.ReopenContainerLogRequest, ctx: grpc.ServicerContext
+) -> pb.ReopenContainerLogResponse:
+    """Have the container's monitor start a new log file at the same path."""
+    ctr_id = require(req.container_id, "ReopenContainerLogRequest.container_id", "a container id")
+    d.containers.reopen_log(ctr_id)
+    return pb.ReopenContainerLogResponse()

@@ -1,0 +1,583 @@
+"""ContainerManager: the container lifecycle (create, start, stop, remove, status, exec...).
+
+State lives in ``ContainerStore`` (database + cache). Each container has its own
+operation lock, held by create/start/stop/remove/update; status and list read
+the cache and take no lock. Exits are noticed by ``ExitWatcher`` (inotify on
+conmon's exit directory) and recorded without the operation lock, so a stop
+waiting for an exit never blocks the exit it waits for.
+
+conmon is the monitor: nothing of peapod runs per container, and conmon (in its
+own session, in the pod's cgroup) outlives the daemon. At start-up ``recover``
+reloads the records, checks monitors and processes by pid and start time, and
+records exits that happened while the daemon was down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from conmon import ctl, files, procs
+from conmon.exec_sync import ExecResult, exec_sync
+from conmon.paths import attach_symlink_path
+from cri.cancel import CallContext
+from cri.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PeapodError
+from oci import rootfs, runtime_cli
+from oci.container_config import CgroupDriver, DaemonFacts, Resources
+from oci.container_create import ContainerBuild, CreateRequest, PodView, signal_number
+from oci.container_record import (
+    CREATED,
+    CREATING,
+    ERROR,
+    EXITED,
+    RUNNING,
+    ContainerRecord,
+    exit_reason,
+)
+from oci.container_store import ContainerStore
+from oci.exit_watcher import ExitWatcher
+from oci.runtime_handlers import RuntimeHandlers
+from oci.spec import process_for_exec
+from oci.spec_resources import linux_resources
+from sandbox.cgroup_layout import V2
+from sandbox.cgroups import PodCgroup
+
+if TYPE_CHECKING:
+    from cri.config import Config
+    from cri.db import Database
+    from oci.image_service import ImageService
+
+log = logging.getLogger("peapod.containers")
+
+UNKNOWN_EXIT = 255
+KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
+MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
+_POLL = 0.1
+_CONMON_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
+
+
+class PodLookup(Protocol):
+    """What the container code needs from the pod sandboxes."""
+
+    def get(self, id_or_prefix: str) -> PodView: ...
+
+    def lock(
+        self, pod_id: str, ctx: CallContext | None = None
+    ) -> AbstractContextManager[None]: ...
+
+
+class ContainerObserver(Protocol):
+    """Receives container events (the daemon turns them into metrics)."""
+
+    def oom_killed(self) -> None: ...
+
+
+class _NoObserver:
+    def oom_killed(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ContainerSettings:
+    """Where containers live on disk and the limits they get."""
+
+    containers_dir: Path  # persistent: overlay upper/work, conmon's exit file
+    bundles_dir: Path  # runroot: config.json, pidfiles, conmon's FIFOs, the rootfs mount
+    exit_dir: Path
+    socket_dir: Path
+    exec_dir: Path  # ExecSync's temporary files (keep it on tmpfs)
+    monitor_log_level: str = "info"
+    log_size_max: int = -1
+    exec_output_max: int = 16 << 20
+
+    @classmethod
+    def from_config(cls, config: Config) -> ContainerSettings:
+        run = config.runroot_path
+        return cls(
+            containers_dir=config.root_path / "containers",
+            bundles_dir=run / "containers",
+            exit_dir=run / "exits",
+            socket_dir=run / "sockets",
+            exec_dir=run / "exec",
+            monitor_log_level=_CONMON_LEVELS.get(config.log_level, "info"),
+            log_size_max=config.runtime.log_size_max,
+            exec_output_max=config.runtime.exec_output_max,
+        )
+
+
+@dataclass(frozen=True)
+class ContainerFilter:
+    """ListContainers' filter: every given part must match."""
+
+    id: str = ""  # a full id or a prefix
+    state: str | None = None
+    pod_id: str = ""  # a full id or a prefix
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, rec: ContainerRecord) -> bool:
+        return (
+            rec.id.startswith(self.id)
+            and (self.state is None or rec.state == self.state)
+            and rec.sandbox_id.startswith(self.pod_id)
+            and all(rec.labels.get(k) == v for k, v in self.labels.items())
+        )
+
+
+def _alive(pid: int, start: int) -> bool:
+    """Whether the process ``pid`` that started at ``start`` ticks still runs."""
+    return pid > 0 and procs.is_alive(pid) and (not start or procs.start_ticks(pid) == start)
+
+
+def _wait_dead(pid: int, start: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for that process to be gone; False if it still runs."""
+    deadline = time.monotonic() + seconds
+    while _alive(pid, start):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class ContainerManager:
+    """Owns every container of the daemon."""
+
+    def __init__(
+        self,
+        settings: ContainerSettings,
+        store: ContainerStore,
+        handlers: RuntimeHandlers,
+        images: ImageService,
+        facts: DaemonFacts,
+        pods: PodLookup | None = None,
+        observer: ContainerObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.handlers = handlers
+        self.images = images
+        self.facts = facts
+        self.pods = pods
+        self.observer: ContainerObserver = observer or _NoObserver()
+        self._ops: dict[str, threading.Lock] = {}
+        self._ops_guard = threading.Lock()
+        self._exited = threading.Condition()
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        db: Database,
+        handlers: RuntimeHandlers,
+        images: ImageService,
+        pods: PodLookup | None = None,
+        observer: ContainerObserver | None = None,
+    ) -> ContainerManager:
+        facts = DaemonFacts.detect(
+            cgroup_driver=CgroupDriver(config.cgroup_manager),
+            seccomp_profile_path=config.runtime.seccomp_profile,
+            pids_limit=config.runtime.pids_limit,
+        )
+        settings = ContainerSettings.from_config(config)
+        return cls(settings, ContainerStore(db), handlers, images, facts, pods, observer)
+
+    # ---- start-up and shut-down ---------------------------------------------
+    def recover(self) -> None:
+        """Load the records, settle what changed while the daemon was down, watch exits."""
+        s = self.settings
+        for d in (s.containers_dir, s.bundles_dir, s.exit_dir, s.socket_dir, s.exec_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for ctr_id, problem in self.store.load():
+            log.error("dropping an unreadable container record", extra={"container": ctr_id,
+                                                                       "error": problem})
+            self.store.delete_row(ctr_id)
+        for rec in self.store.all():
+            try:
+                if rec.state == CREATING:
+                    log.warning("removing a container left half-created", extra={"container":
+                                                                                 rec.id})
+                    self.teardown(rec)
+                    self.store.delete(rec.id)
+                elif rec.state in (CREATED, RUNNING):
+                    self._reconcile(rec)
+            except PeapodError as exc:
+                log.error("recovering a container failed", extra={"container": rec.id,
+                                                                  "error": exc.message})
+        self._watcher.start()
+        log.info("containers recovered", extra={"count": len(self.store.all())})
+
+    def close(self) -> None:
+        """Stop watching exits (containers and their monitors keep running)."""
+        self._watcher.close()
+
+    def _reconcile(self, rec: ContainerRecord) -> None:
+        """Bring a created/running record in line with its monitor and process."""
+        if self._read_exit(rec) is not None:
+            self._record_exit(rec.id)
+        elif _alive(rec.monitor_pid, rec.monitor_start):
+            return
+        elif _alive(rec.pid, rec.pid_start):
+            log.warning(
+                "container runs without its monitor; its exit will not be noticed",
+                extra={"container": rec.id, "monitor_pid": rec.monitor_pid},
+            )
+        else:
+            self._mark_lost(rec.id, "the container and its monitor are gone; exit status unknown")
+
+    # ---- exits ---------------------------------------------------------------
+    def handle_exit(self, ctr_id: str) -> None:
+        """conmon wrote an exit file for ``ctr_id``: record the exit."""
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            files.remove_exit_file(str(self.settings.exit_dir), ctr_id)  # stale
+            return
+        if rec.state == CREATING:
+            return  # the create settles it
+        self._record_exit(ctr_id)
+
+    def _read_exit(self, rec: ContainerRecord) -> tuple[int, int] | None:
+        """(status, finished_at_ns) from conmon's files, None if it wrote none yet."""
+        persisted = files.read_persisted_exit(rec.persist_dir)
+        if persisted is not None:
+            return persisted
+        code = files.read_exit_file(str(self.settings.exit_dir), rec.id)
+        if code is None:
+            return None
+        try:
+            finished = os.stat(os.path.join(self.settings.exit_dir, rec.id)).st_mtime_ns
+        except FileNotFoundError:
+            finished = time.time_ns()
+        return code, finished
+
+    def _record_exit(self, ctr_id: str) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            return
+        found = self._read_exit(rec)
+        if found is None:
+            return
+        code, finished = found
+        oom = files.oom_killed(rec.persist_dir) or os.path.exists(
+            os.path.join(rec.bundle, files.OOM_FILE)
+        )
+
+        def change(cur: ContainerRecord) -> ContainerRecord | None:
+            if cur.state not in (CREATED, RUNNING):
+                return None
+            return replace(
+                cur,
+                state=EXITED,
+                exit_code=code,
+                finished_at=finished,
+                reason=exit_reason(code, oom),
+                message="",
+            )
+
+        before = rec.state
+        new = self.store.update(ctr_id, change)
+        if new is not None and new.state == EXITED and before != EXITED:
+            log.info("container exited", extra={"container": ctr_id, "exit_code": code,
+                                                 "reason": new.reason})
+            if oom:
+                self.observer.oom_killed()
+        files.remove_exit_file(str(self.settings.exit_dir), ctr_id)
+        with self._exited:
+            self._exited.notify_all()
+
+    def _mark_lost(self, ctr_id: str, message: str) -> None:
+        now = time.time_ns()
+
+        def change(cur: ContainerRecord) -> ContainerRecord | None:
+            if cur.state not in (CREATED, RUNNING):
+                return None
+            return replace(cur, state=EXITED, exit_code=UNKNOWN_EXIT, finished_at=now,
+                           reason=ERROR, message=message)
+
+        self.store.update(ctr_id, change)
+        log.warning("container lost", extra={"container": ctr_id, "error": message})
+        with self._exited:
+            self._exited.notify_all()
+
+    def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:
+        """Wait up to ``seconds`` for the container to be recorded as exited."""
+        deadline = time.monotonic() + seconds
+        gone_since: float | None = None
+        while True:
+            rec = self.store.get(ctr_id)
+            if rec is None or rec.state not in (CREATED, RUNNING):
+                return True
+            now = time.monotonic()
+            if not _alive(rec.pid, rec.pid_start):
+                # The process is gone: conmon writes its exit file right after reaping it.
+                self._record_exit(ctr_id)
+                gone_since = gone_since or now
+                if now - gone_since > MONITOR_EXIT_WAIT and not _alive(
+                    rec.monitor_pid, rec.monitor_start
+                ):
+                    self._mark_lost(ctr_id, "the monitor exited without writing an exit status")
+                    continue
+            if now >= deadline:
+                return False
+            if ctx is not None:
+                ctx.check()
+            with self._exited:
+                self._exited.wait(min(_POLL, max(deadline - now, 0.001)))
+
+    # ---- locks -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _op(self, ctr_id: str) -> Iterator[None]:
+        with self._ops_guard:
+            lock = self._ops.setdefault(ctr_id, threading.Lock())
+        with lock:
+            yield
+
+    # ---- create / start ----------------------------------------------------
+    def create(self, req: CreateRequest, ctx: CallContext) -> ContainerRecord:
+        """Create (not start) a container in a ready pod; see oci.container_create."""
+        if self.pods is None:
+            raise Internal("the pod sandbox manager is not wired to the containers")
+        pod = self.pods.get(req.pod_id)
+        with self.pods.lock(pod.id, ctx):
+            pod = self.pods.get(pod.id)
+            rec = ContainerBuild(self, pod, req).run(ctx)
+        log.info("container created", extra={"container": rec.id, "name": rec.name,
+                                             "pod": rec.sandbox_id})
+        # An exit that came while the record was still "creating" was left for us.
+        if self._read_exit(rec) is not None:
+            self._record_exit(rec.id)
+        return rec
+
+    def start(self, id_or_prefix: str, ctx: CallContext) -> None:
+        """Run a created container's process."""
+        found = self.store.find(id_or_prefix)
+        with self._op(found.id):
+            rec = self.store.find(found.id)
+            if rec.state != CREATED:
+                raise FailedPrecondition(
+                    f"container {rec.id} is {rec.state}; only a created container can be started"
+                )
+            handler = self.handlers.get(rec.runtime_handler)
+            started = time.time_ns()
+            self.store.update(rec.id, lambda cur: replace(cur, started_at=started))
+            try:
+                runtime_cli.start(handler, rec.id, ctx)
+            except PeapodError as exc:
+                self._start_failed(rec.id, exc.message)
+                raise
+            self.store.update(
+                rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None
+            )
+        log.info("container started", extra={"container": rec.id})
+
+    def _start_failed(self, ctr_id: str, message: str) -> None:
+        now = time.time_ns()
+        self.store.update(
+            ctr_id,
+            lambda cur: replace(cur, state=EXITED, exit_code=128, finished_at=now,
+                                reason="StartError", message=message)
+            if cur.state == CREATED else None,
+        )
+
+    # ---- stop / remove ------------------------------------------------------
+    def stop(self, id_or_prefix: str, timeout: float, ctx: CallContext | None) -> None:
+        """Stop signal, then SIGKILL after ``timeout`` seconds; unknown or stopped is fine."""
+        try:
+            found = self.store.find(id_or_prefix)
+        except NotFound:
+            return
+        with self._op(found.id):
+            self._stop_locked(found.id, timeout, ctx)
+
+    def _stop_locked(self, ctr_id: str, timeout: float, ctx: CallContext | None) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None or rec.state not in (CREATED, RUNNING):
+            return
+        handler = self.handlers.get(rec.runtime_handler)
+        if rec.state == RUNNING and timeout > 0:
+            sig = signal_number(rec.stop_signal)
+            log.info("stopping container", extra={"container": ctr_id,
+                                                  "signal": rec.stop_signal, "timeout": timeout})
+            if runtime_cli.kill(handler, ctr_id, sig, ctx=ctx) and self._wait_exit(
+                ctr_id, timeout, ctx
+            ):
+                return
+        runtime_cli.kill(handler, ctr_id, signal.SIGKILL, all_processes=True, ctx=ctx)
+        if not self._wait_exit(ctr_id, KILL_WAIT, ctx):
+            raise Internal(f"container {ctr_id} did not exit within {KILL_WAIT}s of SIGKILL")
+
+    def remove(self, id_or_prefix: str, ctx: CallContext | None) -> None:
+        """Force-stop, then delete everything of the container; unknown is fine."""
+        try:
+            found = self.store.find(id_or_prefix)
+        except NotFound:
+            return
+        with self._op(found.id):
+            self._remove_locked(found.id, ctx)
+        with self._ops_guard:
+            self._ops.pop(found.id, None)
+
+    def _remove_locked(self, ctr_id: str, ctx: CallContext | None) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            return
+        self._stop_locked(ctr_id, 0, ctx)
+        self.teardown(rec)
+        self.store.delete(ctr_id)
+        self._specs.pop(ctr_id, None)
+        log.info("container removed", extra={"container": ctr_id})
+
+    def teardown(self, rec: ContainerRecord) -> None:
+        """Delete the container's runtime state, monitor, mount, files and layer hold.
+
+        Idempotent: every step tolerates what an earlier run or a crash already did.
+        """
+        if not _wait_dead(rec.monitor_pid, rec.monitor_start, MONITOR_EXIT_WAIT):
+            log.warning("conmon outlived its container; killing it", extra={"container": rec.id})
+            procs.wait_gone(
+                procs.kill_tree(rec.monitor_pid, not_before_ticks=rec.monitor_start), 5.0
+            )
+        try:
+            handler = self.handlers.get(rec.runtime_handler)
+        except InvalidArgument:
+            log.warning("runtime handler no longer configured; runtime state not deleted",
+                        extra={"container": rec.id, "handler": rec.runtime_handler})
+        else:
+            runtime_cli.delete(handler, rec.id)
+        rootfs.unmount_rootfs(Path(rec.rootfs))
+        rootfs.remove_tree(Path(rec.bundle))
+        rootfs.remove_tree(Path(rec.storage_dir))
+        files.remove_exit_file(str(self.settings.exit_dir), rec.id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(attach_symlink_path(str(self.settings.socket_dir), rec.id))
+        self.images.store.release(rec.id)
+
+    # ---- pods ------------------------------------------------------------------
+    def stop_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Kill every running container of the pod (the kubelet stopped them gracefully)."""
+        ids = [r.id for r in self.store.in_pod(pod_id) if r.state in (CREATED, RUNNING)]
+        self._each(ids, lambda i: self.stop(i, 0, ctx))
+
+    def remove_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Remove every container of the pod."""
+        ids = [r.id for r in self.store.in_pod(pod_id)]
+        self._each(ids, lambda i: self._remove_exact(i, ctx))
+        self._release_pod_leaf(pod_id)
+
+    def _remove_exact(self, ctr_id: str, ctx: CallContext) -> None:
+        with self._op(ctr_id):
+            self._remove_locked(ctr_id, ctx)
+        with self._ops_guard:
+            self._ops.pop(ctr_id, None)
+
+    def _release_pod_leaf(self, pod_id: str) -> None:
+        """On cgroup v2, drop the pod's process leaf conmon used (if nothing else is in it)."""
+        if self.pods is None:
+            return
+        try:
+            pod = self.pods.get(pod_id)
+        except NotFound:
+            return
+        if pod.cgroup and pod.cgroup.get("version") == V2:
+            for d in PodCgroup.from_record(pod.cgroup).process_dirs():
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+    @staticmethod
+    def _each(ids: list[str], work: Any) -> None:
+        if not ids:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+            futures = [pool.submit(work, i) for i in ids]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+
+    # ---- queries (cache only) ----------------------------------------------
+    def status(self, id_or_prefix: str) -> ContainerRecord:
+        return self.store.find(id_or_prefix)
+
+    def list(self, flt: ContainerFilter | None = None) -> list[ContainerRecord]:
+        records = self.store.visible()
+        if flt is not None:
+            records = [r for r in records if flt.matches(r)]
+        return records
+
+    def image_users(self, image_id: str) -> list[str]:
+        """Ids of the containers (half-built ones included) using image ``image_id``."""
+        return [r.id for r in self.store.all() if r.image_id == image_id]
+
+    def spec(self, rec: ContainerRecord) -> dict[str, Any]:
+        """The container's OCI spec (read from its bundle once, then cached)."""
+        cached = self._specs.get(rec.id)
+        if cached is not None:
+            return cached
+        try:
+            with open(rec.config_path, encoding="utf-8") as f:
+                spec: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            raise FailedPrecondition(
+                f"container {rec.id} has no runtime bundle (was the node rebooted?)"
+            ) from None
+        self._specs[rec.id] = spec
+        return spec
+
+    def remember_spec(self, ctr_id: str, spec: dict[str, Any]) -> None:
+        self._specs[ctr_id] = spec
+
+    # ---- exec / update / logs ------------------------------------------------
+    def _running(self, id_or_prefix: str, what: str) -> ContainerRecord:
+        rec = self.store.find(id_or_prefix)
+        if rec.state != RUNNING:
+            raise FailedPrecondition(f"cannot {what} container {rec.id}: it is {rec.state}")
+        return rec
+
+    def exec_sync(
+        self, id_or_prefix: str, cmd: list[str], timeout: int, ctx: CallContext
+    ) -> ExecResult:
+        """Run ``cmd`` in the running container; a timeout gives exit code -1."""
+        rec = self._running(id_or_prefix, "exec in")
+        handler = self.handlers.get(rec.runtime_handler)
+        process = process_for_exec(self.spec(rec), cmd, tty=False)
+        return exec_sync(
+            handler.monitor_path,
+            handler.runtime_path,
+            handler.runtime_root,
+            rec.id,
+            process,
+            timeout or None,
+            self.settings.exec_output_max,
+            work_dir=str(self.settings.exec_dir),
+            env=handler.monitor_env,
+            ctx=ctx,
+        )
+
+    def update_resources(self, id_or_prefix: str, res: Resources, ctx: CallContext) -> None:
+        """Apply new cgroup limits to a created or running container."""
+        found = self.store.find(id_or_prefix)
+        with self._op(found.id):
+            rec = self.store.find(found.id)
+            if rec.state not in (CREATED, RUNNING):
+                raise FailedPrecondition(
+                    f"cannot update the resources of container {rec.id}: it is {rec.state}"
+                )
+            oci = linux_resources(res, self.facts, [])
+            oci.pop("devices", None)
+            runtime_cli.update(self.handlers.get(rec.runtime_handler), rec.id, oci, ctx)
+            self.store.update(rec.id, lambda cur: replace(cur, resources=asdict(res)))
+
+    def reopen_log(self, id_or_prefix: str) -> None:
+        """Have conmon reopen the container's log file (after the kubelet rotated it)."""
+        rec = self._running(id_or_prefix, "reopen the log of")
+        ctl.reopen_log(os.path.join(rec.bundle, "ctl"), rec.log_path)
