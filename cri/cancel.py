@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from cri.errors import Cancelled, DeadlineExceeded
 
@@ -26,6 +27,9 @@ class CallContext:
         self.what = what
         self.parent = parent
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._next = 0
 
     @classmethod
     def with_timeout(cls, seconds: float | None, what: str = "operation") -> CallContext:
@@ -36,7 +40,47 @@ class CallContext:
         return CallContext(None, self.what, parent=self)
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        """Cancel this context (and its children); runs the on_cancel callbacks once."""
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run ``callback`` when this context or an ancestor is cancelled.
+
+        Returns a function that unregisters it. Used to interrupt blocking I/O
+        (e.g. shut a socket down) the moment the caller gives up.
+        """
+        removers: list[Callable[[], None]] = []
+        ctx: CallContext | None = self
+        while ctx is not None:
+            removers.append(ctx._register(callback))
+            ctx = ctx.parent
+        if self.cancelled:
+            callback()
+
+        def remove() -> None:
+            for remover in removers:
+                remover()
+
+        return remove
+
+    def _register(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._callbacks[key] = callback
+
+        def remove() -> None:
+            with self._lock:
+                self._callbacks.pop(key, None)
+
+        return remove
 
     @property
     def cancelled(self) -> bool:

@@ -21,8 +21,9 @@ from cri.config import Config
 from cri.db import Database
 from cri.errors import FailedPrecondition
 from cri.interceptor import CallInterceptor
-from cri.metrics import Metrics, PullObserver
+from cri.metrics import Metrics, PodNetworkObserver, PullObserver
 from oci.image_service import ImageService
+from sandbox.manager import PodManager
 
 log = logging.getLogger("peapod.daemon")
 
@@ -40,6 +41,7 @@ class Daemon:
         config.runroot_path.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.db_path)
         self.images = ImageService.from_config(config, self.db, PullObserver(self.metrics))
+        self.pods = PodManager.from_config(config, self.db, PodNetworkObserver(self.metrics))
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
 
@@ -47,6 +49,7 @@ class Daemon:
     def start(self) -> None:
         """Bind the socket and the metrics endpoint and start serving."""
         cfg = self.config
+        self.pods.recover()
         sock = Path(cfg.listen)
         _claim_socket(sock)
         limit = cfg.grpc_max_message_bytes
@@ -92,6 +95,7 @@ class Daemon:
         if self._server is not None:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None
+        self.pods.close()
         self.metrics.close()
         self.images.close()
         self.db.close()

@@ -54,6 +54,24 @@ class Metrics:
             "Layers a pull found already unpacked in the store and did not download.",
             registry=r,
         )
+        self.network_setup_latency = Histogram(
+            "peapod_network_setup_seconds",
+            "Time to attach a pod to its networks (every CNI ADD of RunPodSandbox).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.network_teardown_latency = Histogram(
+            "peapod_network_teardown_seconds",
+            "Time to detach a pod from its networks (every CNI DEL), successful runs only.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cni_errors = Counter(
+            "peapod_cni_errors",
+            "CNI plugin runs that failed, by plugin type.",
+            ["plugin"],
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, address: str) -> tuple[str, int] | None:
@@ -91,3 +109,19 @@ class PullObserver:
 
     def pull_finished(self, result: str) -> None:
         self._m.image_pulls.labels(result).inc()
+
+
+class PodNetworkObserver:
+    """What the pod network code reports, turned into metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def setup_finished(self, seconds: float) -> None:
+        self._m.network_setup_latency.observe(seconds)
+
+    def teardown_finished(self, seconds: float) -> None:
+        self._m.network_teardown_latency.observe(seconds)
+
+    def plugin_failed(self, plugin: str) -> None:
+        self._m.cni_errors.labels(plugin).inc()

@@ -13,6 +13,7 @@ chunks, so a stalled registry ends at the caller's deadline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import socket
@@ -116,6 +117,15 @@ def _timeout(ctx: CallContext, cap: float) -> float:
     return cap if value is None else max(value, 0.001)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class _Response:
     """An HTTP response whose body has not been read yet, holding its connection."""
 
@@ -127,8 +137,10 @@ class _Response:
         sock: socket.socket,
         resp: http.client.HTTPResponse,
         url: str,
+        unwatch: Callable[[], None],
     ) -> None:
         self.client = client
+        self._unwatch = unwatch
         self.origin = origin
         self.conn = conn
         self.sock = sock
@@ -187,6 +199,7 @@ class _Response:
         if self._done:
             return
         self._done = True
+        self._unwatch()
         reusable = not self.resp.will_close
         self.resp.close()
         if reusable:
@@ -198,6 +211,7 @@ class _Response:
         """Close the connection; it must not be reused."""
         if self._done:
             return
+        self._unwatch()
         self._done = True
         self.resp.close()
         self.conn.close()
@@ -472,29 +486,35 @@ class RegistryClient:
         target = _target_of(url)
         for attempt in (0, 1):
             conn, reused = self._checkout(origin) if attempt == 0 else (None, False)
+            unwatch: Callable[[], None] = _nothing
             try:
                 if conn is None:
                     conn = self._connect(origin, ctx, what)
                 sock = conn.sock
                 assert sock is not None
+                # A caller who gives up interrupts a blocked read at once.
+                unwatch = ctx.on_cancel(lambda s=sock: _shutdown(s))
                 sock.settimeout(_timeout(ctx, self.read_timeout))
                 conn.request(method, target, body=body, headers=headers)
                 resp = conn.getresponse()
             except _STALE_CONNECTION as err:
+                unwatch()
                 if conn is not None:
                     conn.close()
-                if reused:
+                if reused and not ctx.cancelled:
                     continue  # the server dropped an idle keep-alive connection: redial
                 raise self._net_error(err, ctx, what, origin) from None
             except (OSError, http.client.HTTPException) as err:
+                unwatch()
                 if conn is not None:
                     conn.close()
                 raise self._net_error(err, ctx, what, origin) from None
             except BaseException:
+                unwatch()
                 if conn is not None:
                     conn.close()
                 raise
-            return _Response(self, origin, conn, sock, resp, url)
+            return _Response(self, origin, conn, sock, resp, url, unwatch)
         raise AssertionError("unreachable")
 
     def _connect(

@@ -6,13 +6,27 @@ of the proto answers UNIMPLEMENTED.
 
 from __future__ import annotations
 
-from cri.handlers import image_pull, image_remove, image_status, runtime_info
+from cri.handlers import (
+    image_pull,
+    image_remove,
+    image_status,
+    runtime_info,
+    sandbox_remove,
+    sandbox_run,
+    sandbox_status,
+    sandbox_stop,
+)
 
 RUNTIME_HANDLERS = {
     "Version": runtime_info.version,
     "Status": runtime_info.status,
     "RuntimeConfig": runtime_info.runtime_config,
     "UpdateRuntimeConfig": runtime_info.update_runtime_config,
+    "RunPodSandbox": sandbox_run.run_pod_sandbox,
+    "StopPodSandbox": sandbox_stop.stop_pod_sandbox,
+    "RemovePodSandbox": sandbox_remove.remove_pod_sandbox,
+    "PodSandboxStatus": sandbox_status.pod_sandbox_status,
+    "ListPodSandbox": sandbox_status.list_pod_sandbox,
 }
 
 IMAGE_HANDLERS = {

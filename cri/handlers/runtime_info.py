@@ -32,13 +32,11 @@ def version(d: Daemon, req: pb.VersionRequest, ctx: grpc.ServicerContext) -> pb.
 
 def status(d: Daemon, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.StatusResponse:
     """Runtime and network readiness; verbose adds the effective configuration."""
+    net_ready, net_reason, net_message = d.pods.network_ready()
     conditions = [
         pb.RuntimeCondition(type="RuntimeReady", status=True),
         pb.RuntimeCondition(
-            type="NetworkReady",
-            status=False,
-            reason="NetworkPluginNotReady",
-            message="peapod does not set up pod networks yet",
+            type="NetworkReady", status=net_ready, reason=net_reason, message=net_message
         ),
     ]
     info: dict[str, str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -494,3 +495,40 @@ def test_restart_keeps_images_and_cleans_crash_leftovers(
     peapod.start()
     assert status(peapod, test_images.busybox.ref).image.id == image_id
     assert tmp_entries(peapod) == []
+
+
+def test_cancelled_pull_stops_at_once(peapod: Peapod) -> None:
+    """A caller that gives up (no deadline) makes peapod drop the registry connection now."""
+    conf = peapod.base / "registries.conf.d" / "60-hang.conf"
+    conf.parent.mkdir(exist_ok=True)
+    with HangingServer(mode="headers") as hang:
+        # plain HTTP, so the stall is in the manifest body rather than a TLS handshake
+        conf.write_text(f'[[registry]]\nlocation = "{hang.host}"\ninsecure = true\n')
+        before = metric_value(
+            peapod.metrics_text(), "peapod_image_pulls_total", {"result": "CANCELLED"}
+        )
+        future = peapod.images.PullImage.future(
+            pb.PullImageRequest(image=pb.ImageSpec(image=f"{hang.host}/busybox:latest"))
+        )
+        deadline = time.monotonic() + 10  # the TLS probe of an insecure registry comes first
+        while not hang.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hang.requests, "the pull never reached the stalled registry"
+        future.cancel()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not all(_peer_closed(c) for c in hang._conns):
+            time.sleep(0.05)
+        assert all(_peer_closed(c) for c in hang._conns), "peapod kept the connection open"
+    conf.unlink()
+    text = peapod.metrics_text()
+    assert metric_value(text, "peapod_image_pulls_total", {"result": "CANCELLED"}) == before + 1
+    assert tmp_entries(peapod) == []
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, TimeoutError):  # nothing to read yet: still open
+        return False
+    except OSError:
+        return True

@@ -66,6 +66,8 @@ class Peapod:
                 "registries_conf_dir": str(self.base / "registries.conf.d"),
                 "certs_dir": str(self.base / "certs.d"),
             },
+            # No CNI config unless a test provides one: the host's /etc/cni/net.d is not used.
+            "network": {"network_dir": str(self.base / "net.d")},
         }
         _deep_update(cfg, config or {})
         self.config_file.write_text(yaml.safe_dump(cfg))

@@ -1,0 +1,23 @@
+"""RemovePodSandbox."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import call_context, require
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def remove_pod_sandbox(
+    d: Daemon, req: pb.RemovePodSandboxRequest, ctx: grpc.ServicerContext
+) -> pb.RemovePodSandboxResponse:
+    """Stop the pod if needed and delete everything it has; idempotent."""
+    pod_id = require(req.pod_sandbox_id, "RemovePodSandboxRequest.pod_sandbox_id",
+                     "the id RunPodSandbox returned")
+    d.pods.remove(pod_id, call_context(ctx, f"RemovePodSandbox of {pod_id}"))
+    return pb.RemovePodSandboxResponse()

@@ -1,0 +1,28 @@
+"""RunPodSandbox."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import call_context
+from cri.errors import InvalidArgument
+from cri.handlers import sandbox_convert
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def run_pod_sandbox(
+    d: Daemon, req: pb.RunPodSandboxRequest, ctx: grpc.ServicerContext
+) -> pb.RunPodSandboxResponse:
+    """Create and start a pod sandbox: namespaces, files, shm, cgroup, network."""
+    if not req.HasField("config"):
+        raise InvalidArgument("RunPodSandboxRequest.config is missing")
+    handler = sandbox_convert.runtime_handler(req.runtime_handler, d.config)
+    config = sandbox_convert.pod_config(req.config, d.config)
+    name = config.metadata.sandbox_name()
+    record = d.pods.run(config, handler, call_context(ctx, f"RunPodSandbox of {name}"))
+    return pb.RunPodSandboxResponse(pod_sandbox_id=record.id)

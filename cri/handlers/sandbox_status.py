@@ -1,0 +1,38 @@
+"""PodSandboxStatus and ListPodSandbox: answered from the in-memory index only."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import api_pb2 as pb
+from cri.call import require
+from cri.handlers import sandbox_convert
+
+if TYPE_CHECKING:
+    from cri.daemon import Daemon
+
+
+def pod_sandbox_status(
+    d: Daemon, req: pb.PodSandboxStatusRequest, ctx: grpc.ServicerContext
+) -> pb.PodSandboxStatusResponse:
+    """State, IPs, metadata and namespace options of one pod; verbose adds an info map."""
+    pod_id = require(req.pod_sandbox_id, "PodSandboxStatusRequest.pod_sandbox_id",
+                     "the id RunPodSandbox returned")
+    rec = d.pods.get(pod_id)
+    info = sandbox_convert.verbose_info(rec) if req.verbose else {}
+    return pb.PodSandboxStatusResponse(
+        status=sandbox_convert.to_pb_status(rec), info=info, timestamp=time.time_ns()
+    )
+
+
+def list_pod_sandbox(
+    d: Daemon, req: pb.ListPodSandboxRequest, ctx: grpc.ServicerContext
+) -> pb.ListPodSandboxResponse:
+    """Pods matching the filter (id or unique id prefix, state, labels)."""
+    flt = sandbox_convert.sandbox_filter(req.filter) if req.HasField("filter") else None
+    return pb.ListPodSandboxResponse(
+        items=[sandbox_convert.to_pb_sandbox(r) for r in d.pods.list(flt)]
+    )

@@ -1,0 +1,237 @@
+"""Building a pod sandbox step by step, each step registered on an undo stack.
+
+Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
+inside), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
+infra process (pid mode POD), then the network: the record is saved with the
+planned attachments before any ADD, so a crash mid-ADD can still be DEL'ed,
+and each ADD result is kept. A failure undoes everything newest first, so CNI
+DEL always runs while the network namespace is still pinned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cni import NetworkConfig
+from cri.cancel import CallContext
+from cri.errors import PeapodError
+from sandbox.cgroup_paths import SYSTEMD
+from sandbox.cgroups import create_pod_cgroup
+from sandbox.infra import start_infra
+from sandbox.namespaces import pin_namespaces, unpin
+from sandbox.network import PodNetwork, pending_entry, pod_ips
+from sandbox.pod_config import POD, PodConfig
+from sandbox.pod_files import write_hosts, write_pod_files
+from sandbox.record import CREATING, NOTREADY, READY, SandboxRecord
+from sandbox.shm import mount_shm, unmount_shm
+from sandbox.store import SandboxStore
+from sandbox.teardown import remove_pod_dir
+from sandbox.undo import StopRollback, UndoStack
+
+log = logging.getLogger("peapod.sandbox")
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """The daemon configuration the sandbox code needs."""
+
+    pods_dir: Path  # <runroot>/pods: one directory per pod
+    cgroup_driver: str = "cgroupfs"
+    default_cgroup_parent: str = "peapod"
+    shm_size: int = 64 * 1024 * 1024
+    create_timeout: float = 240.0
+    teardown_timeout: float = 120.0  # budget of a background DEL attempt
+
+
+class KeptPod(Exception):
+    """A failed build whose network could not be torn down: the pod was kept NOTREADY."""
+
+    def __init__(self, record: SandboxRecord, error: PeapodError) -> None:
+        super().__init__(error.message)
+        self.record = record
+        self.error = error
+
+
+def pod_cgroup_parent(settings: PodSettings, requested: str, pod_id: str) -> str:
+    """The pod's cgroup in driver syntax: the kubelet's, or one of peapod's own."""
+    if requested and requested != "/":
+        return requested
+    base = settings.default_cgroup_parent.strip("/")
+    if settings.cgroup_driver == SYSTEMD:
+        return f"{base}-pod{pod_id}.slice"
+    return f"/{base}/pod{pod_id}"
+
+
+class PodBuild:
+    """One RunPodSandbox's work on one pod; ``record`` is its latest state."""
+
+    def __init__(
+        self,
+        settings: PodSettings,
+        store: SandboxStore,
+        network: PodNetwork,
+        record: SandboxRecord,
+        config: PodConfig,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.network = network
+        self.record = record
+        self.config = config
+        self.undo = UndoStack()
+
+    def _set(self, **changes: object) -> None:
+        self.record = replace(self.record, **changes)  # type: ignore[arg-type]
+
+    def run(self, network: NetworkConfig | None, ctx: CallContext) -> SandboxRecord:
+        """Build the pod; on failure undo it all and re-raise (or raise KeptPod)."""
+        try:
+            self._local(ctx)
+            if network is not None:
+                self._network(network, ctx)
+            self._set(state=READY)
+            self.store.put(self.record)
+        except BaseException as exc:
+            problems = self.undo.rollback()
+            if self.undo.stopped and isinstance(exc, PeapodError):
+                raise self._keep(exc, problems) from exc
+            if problems and isinstance(exc, PeapodError):
+                raise type(exc)(
+                    f"{exc.message}; cleaning up also failed: {'; '.join(problems)}",
+                    reason=exc.reason,
+                ) from exc
+            raise
+        self.undo.discard()
+        return self.record
+
+    # ---- steps ----------------------------------------------------------
+    def _local(self, ctx: CallContext) -> None:
+        rec, cfg = self.record, self.config
+        pod_dir = Path(rec.pod_dir)
+        pod_dir.mkdir(parents=True, exist_ok=False)
+        self.undo.push("pod directory", lambda: remove_pod_dir(pod_dir))
+
+        cgroup = create_pod_cgroup(rec.cgroup_parent, self.settings.cgroup_driver)
+        self._set(cgroup=cgroup.to_record())
+        self.undo.push("pod cgroup", cgroup.remove)
+
+        kinds = set()
+        if not cfg.host_network:
+            kinds |= {"net", "uts"}
+        if not cfg.host_ipc:
+            kinds.add("ipc")
+        ns = pin_namespaces(
+            pod_dir / "ns", kinds, hostname=None if cfg.host_network else rec.hostname,
+            sysctls=cfg.sysctls, ctx=ctx,
+        )
+        self._set(ns_paths={k: str(p) for k, p in ns.items()})
+        self.undo.push("pinned namespaces", lambda: unpin(ns))
+
+        write_pod_files(pod_dir, rec.hostname, cfg.dns, cfg.host_network)
+
+        if not cfg.host_ipc:
+            shm = pod_dir / "shm"
+            mount_shm(shm, self.settings.shm_size)
+            self._set(shm_path=str(shm))
+            self.undo.push("shm", lambda: unmount_shm(shm))
+
+        if cfg.log_directory:
+            Path(cfg.log_directory).mkdir(mode=0o755, parents=True, exist_ok=True)
+
+        if cfg.pid_mode == POD:
+            ctx.check()
+            infra = start_infra(ns, cgroup, pod_dir / "infra.log")
+            self._set(infra=infra.to_record())
+            self.undo.push("infra process", lambda: infra.stop())
+
+    def _network(self, network: NetworkConfig, ctx: CallContext) -> None:
+        rec = self.record
+        netns = rec.ns_paths["net"]
+        plans = self.network.plan(
+            network, rec.id, netns, rec.metadata, self.config.port_mappings,
+            self.config.bandwidth(),
+        )
+        entries = [pending_entry(n, r) for n, r in plans]
+        self._set(attachments=list(entries))
+        self.store.save(self.record)  # state "creating": recovery can DEL these
+        self.undo.push("state row", lambda: self.store.delete_row(rec.id))
+
+        started = time.monotonic()
+        for index, (net, runtime) in enumerate(plans):
+            ctx.check()
+            attachment = self.network.attach(net, runtime, ctx)
+            entries[index] = attachment.to_dict()
+            self._set(attachments=list(entries))
+            self.undo.push(f"CNI ADD of {net.name}", self._undo_attach(index))
+        self.network.timed_setup(started)
+        ips = pod_ips(entries)
+        write_hosts(Path(rec.hosts_path), rec.hostname, ips)
+        self._set(ips=ips)
+
+    def _undo_attach(self, index: int) -> Callable[[], None]:
+        def undo() -> None:
+            entry = self.record.attachments[index]
+            try:
+                self.network.detach_all(
+                    [entry], CallContext.with_timeout(self.settings.teardown_timeout, "CNI DEL")
+                )
+            except PeapodError as exc:
+                raise StopRollback(exc.message) from exc
+            remaining = [e for i, e in enumerate(self.record.attachments) if i != index]
+            self._set(attachments=remaining)
+
+        return undo
+
+    def _keep(self, exc: PeapodError, problems: list[str]) -> KeptPod:
+        """Keep the half-built pod NOTREADY so its DEL can be retried before unpinning."""
+        self._set(state=NOTREADY, ips=[], pending_network_teardown=True,
+                  network_error="; ".join(problems))
+        try:
+            self.store.put(self.record)
+        except Exception:  # the row may be gone with the database; still report the cause
+            log.exception("cannot save a kept pod", extra={"pod": self.record.id})
+        error = type(exc)(
+            f"{exc.message}; tearing its network down failed too ({'; '.join(problems)}), so "
+            f"pod {self.record.id} is kept NOTREADY with its namespaces while DEL is retried; "
+            "remove it with RemovePodSandbox",
+            reason=exc.reason,
+        )
+        return KeptPod(self.record, error)
+
+
+def new_record(
+    settings: PodSettings, pod_id: str, config: PodConfig, runtime_handler: str
+) -> SandboxRecord:
+    """The record of a pod about to be built (state "creating")."""
+    meta = config.metadata
+    hostname = socket.gethostname() if config.host_network else config.hostname or pod_id[:12]
+    return SandboxRecord(
+        id=pod_id,
+        name=meta.sandbox_name(),
+        metadata=meta,
+        state=CREATING,
+        created_at=time.time_ns(),
+        runtime_handler=runtime_handler,
+        labels=dict(config.labels),
+        annotations=dict(config.annotations),
+        log_directory=config.log_directory,
+        hostname=hostname,
+        dns=config.dns,
+        port_mappings=[dataclasses.replace(m) for m in config.port_mappings],
+        host_network=config.host_network,
+        host_ipc=config.host_ipc,
+        host_pid=config.host_pid,
+        pid_mode=config.pid_mode,
+        sysctls=dict(config.sysctls),
+        pod_dir=str(settings.pods_dir / pod_id),
+        cgroup_parent=pod_cgroup_parent(settings, config.cgroup_parent, pod_id),
+        security=dict(config.security),
+        overhead=dict(config.overhead),
+        resources=dict(config.resources),
+    )

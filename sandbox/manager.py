@@ -1,0 +1,300 @@
+"""PodManager: the pod sandbox lifecycle (run, stop, remove, status, list, recovery).
+
+Concurrency: every pod has its own lock, held while that pod is built,
+stopped or removed (and by the containers code while it creates a container
+in the pod). No lock shared by all pods is held across a subprocess or CNI
+call, so slow work on one pod never blocks calls about others. Status and
+list calls read the in-memory snapshots of ``SandboxStore`` and take no lock.
+
+Stop (as in CRI-O): stops the pod's containers, runs CNI DEL (releasing the
+IP), kills the infra process and marks the pod NOTREADY; namespaces, shm,
+files and cgroup stay until Remove. A DEL that fails is retried in the
+background with backoff, and Remove refuses to unpin the network namespace
+until DEL has succeeded (Debian's bridge plugin can only drop its masquerade
+rules while the namespace exists).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from cni import CNIClient
+from cri.cancel import CallContext
+from cri.errors import DeadlineExceeded, Internal, NotFound, PeapodError
+from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
+from sandbox.network import NetworkObserver, PodNetwork
+from sandbox.pod_config import PodConfig
+from sandbox.record import NOTREADY, SandboxRecord
+from sandbox.reservations import NameReservations
+from sandbox.retry import BackgroundRetrier
+from sandbox.store import SandboxFilter, SandboxStore
+from sandbox.teardown import release_local, stop_infra
+
+if TYPE_CHECKING:
+    from cri.config import Config
+    from cri.db import Database
+
+log = logging.getLogger("peapod.sandbox")
+
+LOCK_POLL = 0.5
+
+
+class PodContainers(Protocol):
+    """What the pod lifecycle needs from the containers part."""
+
+    def stop_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Stop every container of the pod (graceful, then forced)."""
+
+    def remove_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Remove every container of the pod, with its state rows."""
+
+
+class NoContainers:
+    """The seam's default until the containers part is wired in: nothing to do."""
+
+    def stop_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        pass
+
+    def remove_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        pass
+
+
+class PodManager:
+    """Owns every pod sandbox of the daemon."""
+
+    def __init__(
+        self, settings: PodSettings, store: SandboxStore, network: PodNetwork,
+        containers: PodContainers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.network = network
+        self.containers: PodContainers = containers or NoContainers()
+        self._names = NameReservations()
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._retrier = BackgroundRetrier(self._retry_teardown, name="cni-del-retry")
+
+    @classmethod
+    def from_config(
+        cls, config: Config, db: Database, observer: NetworkObserver | None = None
+    ) -> PodManager:
+        net = config.network
+        client = CNIClient(net.plugin_dirs, plugin_timeout=net.plugin_timeout)
+        network = PodNetwork(client, net.network_dir, net.default_network,
+                             net.wait_for_config, observer)
+        settings = PodSettings(
+            pods_dir=config.runroot_path / "pods",
+            cgroup_driver=config.cgroup_manager,
+            default_cgroup_parent=config.sandbox.default_cgroup_parent,
+            shm_size=config.sandbox.shm_size,
+            create_timeout=config.sandbox.create_timeout,
+            teardown_timeout=max(net.plugin_timeout * 2, 30.0),
+        )
+        return cls(settings, SandboxStore(db), network)
+
+    # ---- locks ----------------------------------------------------------
+    @contextmanager
+    def lock(self, pod_id: str, ctx: CallContext | None = None) -> Iterator[None]:
+        """Hold the pod's lock (re-entrant); waits within ``ctx``'s deadline.
+
+        The containers part holds it while creating a container in the pod, so
+        Stop and Remove wait for that; re-check the pod's state once inside.
+        """
+        with self._locks_guard:
+            lock = self._locks.setdefault(pod_id, threading.RLock())
+        while not lock.acquire(timeout=LOCK_POLL if ctx is None else (ctx.timeout(LOCK_POLL)
+                                                                    or LOCK_POLL)):
+            if ctx is None:
+                continue
+            try:
+                ctx.check()
+            except DeadlineExceeded:
+                raise DeadlineExceeded(
+                    f"pod {pod_id} is busy with another operation; it did not finish before "
+                    "the caller's deadline"
+                ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _drop_lock(self, pod_id: str) -> None:
+        with self._locks_guard:
+            self._locks.pop(pod_id, None)
+
+    # ---- lookups (cache only) -------------------------------------------
+    def find(self, id_or_prefix: str) -> SandboxRecord | None:
+        """The pod with this id or unique id prefix, or None."""
+        return self.store.resolve(id_or_prefix)
+
+    def get(self, id_or_prefix: str) -> SandboxRecord:
+        """The pod with this id or unique id prefix; NotFound otherwise."""
+        rec = self.store.resolve(id_or_prefix)
+        if rec is None:
+            raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
+        return rec
+
+    def list(self, flt: SandboxFilter | None = None) -> list[SandboxRecord]:
+        return self.store.list(flt)
+
+    def network_ready(self) -> tuple[bool, str, str]:
+        """(ready, reason, message) of the NetworkReady condition."""
+        return self.network.ready()
+
+    # ---- RunPodSandbox --------------------------------------------------
+    def run(self, config: PodConfig, runtime_handler: str, ctx: CallContext) -> SandboxRecord:
+        """Create and start a pod sandbox; see the module doc and sandbox.build."""
+        name = config.metadata.sandbox_name()
+        pod_id = secrets.token_hex(32)
+        handed = self._names.acquire(name, pod_id, ctx)
+        if handed is not None:
+            rec = self.store.get(handed)
+            if rec is None:
+                raise Internal(f"pod {handed} reserved for {name} has no record")
+            log.info("handing a pod finished late to the retry", extra={"pod": handed})
+            return rec
+        try:
+            network = None if config.host_network else self.network.wait_ready(ctx)
+            build_ctx = CallContext.with_timeout(
+                self.settings.create_timeout, f"creation of pod sandbox {name}"
+            )
+            rec = new_record(self.settings, pod_id, config, runtime_handler)
+            with self.lock(pod_id):
+                try:
+                    rec = PodBuild(self.settings, self.store, self.network, rec, config).run(
+                        network, build_ctx
+                    )
+                except KeptPod as kept:
+                    self.store.publish(kept.record)
+                    self._names.finish(name, pod_id, parked=False)
+                    self._retrier.schedule(pod_id)
+                    raise kept.error from None
+        except BaseException:
+            if self.store.get(pod_id) is None:
+                self._names.release(name, pod_id)
+                self._drop_lock(pod_id)
+            raise
+        left = ctx.remaining()
+        parked = ctx.cancelled or (left is not None and left <= 0)
+        self._names.finish(name, pod_id, parked)
+        if parked:
+            log.info("pod finished after its caller gave up; kept for the retry",
+                     extra={"pod": pod_id, "pod_name": name})
+            raise DeadlineExceeded(
+                f"pod sandbox {name} ({pod_id}) was created after the caller's deadline; "
+                "a retry of RunPodSandbox with the same metadata returns it"
+            )
+        log.info("pod sandbox ready", extra={"pod": pod_id, "pod_name": name, "ips": rec.ips})
+        return rec
+
+    # ---- StopPodSandbox -------------------------------------------------
+    def stop(self, id_or_prefix: str, ctx: CallContext) -> None:
+        """Stop the pod; an unknown or already stopped pod is a success."""
+        rec = self.find(id_or_prefix)
+        if rec is None:
+            return
+        with self.lock(rec.id, ctx):
+            current = self.store.get(rec.id)
+            if current is not None:
+                self._stop_locked(current, ctx)
+
+    def _stop_locked(self, rec: SandboxRecord, ctx: CallContext) -> SandboxRecord:
+        self.containers.stop_pod_containers(rec.id, ctx)
+        if rec.state == NOTREADY and not rec.attachments and rec.infra is None:
+            return rec
+        error: PeapodError | None = None
+        if rec.attachments:
+            try:
+                self.network.detach_all(rec.attachments, ctx)
+                rec = replace(rec, attachments=[], ips=[], pending_network_teardown=False,
+                              network_error="")
+            except PeapodError as exc:
+                error = exc
+                rec = replace(rec, pending_network_teardown=True, network_error=exc.message)
+        if rec.infra is not None:
+            stop_infra(rec.infra)
+            rec = replace(rec, infra=None)
+        rec = replace(rec, state=NOTREADY)
+        self.store.put(rec)
+        if error is not None:
+            self._retrier.schedule(rec.id)
+            raise type(error)(
+                f"tearing down the network of pod {rec.id} failed (retried in the "
+                f"background): {error.message}", reason=error.reason,
+            ) from error
+        self._retrier.forget(rec.id)
+        log.info("pod sandbox stopped", extra={"pod": rec.id})
+        return rec
+
+    # ---- RemovePodSandbox -----------------------------------------------
+    def remove(self, id_or_prefix: str, ctx: CallContext) -> None:
+        """Stop if needed, then delete everything of the pod; unknown pods are a success."""
+        rec = self.find(id_or_prefix)
+        if rec is None:
+            return
+        with self.lock(rec.id, ctx):
+            current = self.store.get(rec.id)
+            if current is None:
+                return
+            current = self._stop_locked(current, ctx)
+            self.containers.remove_pod_containers(current.id, ctx)
+            release_local(current)
+            self.store.delete(current.id)
+            self._retrier.forget(current.id)
+            self._names.release(current.name, current.id)
+        self._drop_lock(rec.id)
+        log.info("pod sandbox removed", extra={"pod": rec.id})
+
+    # ---- background DEL -------------------------------------------------
+    def _retry_teardown(self, pod_id: str) -> bool:
+        """One background attempt at a pending DEL; True when nothing is left to do."""
+        if self.store.get(pod_id) is None:
+            return True
+        ctx = CallContext.with_timeout(self.settings.teardown_timeout, f"CNI DEL of {pod_id}")
+        try:
+            with self.lock(pod_id, CallContext.with_timeout(LOCK_POLL * 2)):
+                rec = self.store.get(pod_id)
+                if rec is None or not rec.pending_network_teardown:
+                    return True
+                try:
+                    self.network.detach_all(rec.attachments, ctx)
+                except PeapodError as exc:
+                    log.warning("CNI DEL failed again", extra={"pod": pod_id,
+                                                               "error": exc.message})
+                    self.store.put(replace(rec, network_error=exc.message))
+                    return False
+                self.store.put(replace(rec, attachments=[], ips=[],
+                                       pending_network_teardown=False, network_error=""))
+                log.info("pending CNI DEL done", extra={"pod": pod_id})
+                return True
+        except DeadlineExceeded:
+            return False  # the pod is busy; try again later
+
+    def pending_teardowns(self) -> list[str]:
+        """Pods whose DEL is waiting for a background retry."""
+        return self._retrier.pending()
+
+    # ---- restart --------------------------------------------------------
+    def recover(self) -> None:
+        """Load every pod from the database; see sandbox.recover."""
+        from sandbox.recover import recover_pods
+
+        recover_pods(self)
+
+    def adopt(self, rec: SandboxRecord, pending: bool) -> None:
+        """Put a recovered pod in the index, reserve its name, queue its DEL."""
+        self.store.publish(rec)
+        self._names.restore(rec.name, rec.id)
+        if pending:
+            self._retrier.schedule(rec.id, delay=0)
+
+    def close(self) -> None:
+        """Stop the background retries (pending DELs resume at the next start)."""
+        self._retrier.close()

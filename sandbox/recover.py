@@ -1,0 +1,108 @@
+"""Loading the pods back after a daemon restart (or a reboot).
+
+For each stored pod: a pod that was still being built when the daemon died
+is taken apart (DEL from its recorded attachments, then everything local);
+a pod whose pinned namespaces or shm vanished (a reboot empties the run
+directory) or whose infra process is no longer the same process (pid and
+start time) is marked NOTREADY; a pod whose network namespace is gone gets
+its DEL queued at once (so host-local releases its IP); pending DELs are
+queued again. IPs come back from the recorded attachments.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cri.cancel import CallContext
+from cri.errors import PeapodError
+from sandbox.infra import InfraProcess
+from sandbox.mounts import MOUNTINFO, parse_mountinfo
+from sandbox.namespaces import unpin
+from sandbox.network import pod_ips
+from sandbox.record import CREATING, NOTREADY, READY, SandboxRecord
+from sandbox.teardown import release_local
+
+if TYPE_CHECKING:
+    from sandbox.manager import PodManager
+
+log = logging.getLogger("peapod.sandbox")
+
+
+def recover_pods(manager: PodManager) -> None:
+    records, broken = manager.store.load_all()
+    for pod_id, problem in broken:
+        log.error("skipping unreadable pod record", extra={"pod": pod_id, "error": problem})
+    mounts = {e.mount_point: e.fstype for e in parse_mountinfo(MOUNTINFO.read_text())}
+    counts = {"ready": 0, "notready": 0, "discarded": 0}
+    for rec in records:
+        try:
+            if rec.state == CREATING:
+                kept = _discard_unfinished(manager, rec)
+                if kept is None:
+                    counts["discarded"] += 1
+                    continue
+                rec = kept
+            rec, pending = _check(rec, mounts)
+            if rec.state == READY:
+                rec = replace(rec, ips=_ips(rec))
+            manager.store.put(rec)
+            manager.adopt(rec, pending)
+            counts["ready" if rec.state == READY else "notready"] += 1
+        except Exception:
+            log.exception("cannot recover pod", extra={"pod": rec.id})
+    log.info("pod sandboxes recovered", extra=counts)
+
+
+def _ips(rec: SandboxRecord) -> list[str]:
+    try:
+        return pod_ips(rec.attachments)
+    except PeapodError as exc:
+        log.error("recorded attachment unreadable", extra={"pod": rec.id, "error": exc.message})
+        return rec.ips
+
+
+def _check(rec: SandboxRecord, mounts: dict[str, str]) -> tuple[SandboxRecord, bool]:
+    """The pod as it really is now, and whether a DEL must be queued."""
+    ns_alive = {k: mounts.get(p) == "nsfs" for k, p in rec.ns_paths.items()}
+    shm_alive = not rec.shm_path or mounts.get(rec.shm_path) == "tmpfs"
+    infra_alive = rec.infra is None or InfraProcess.from_record(rec.infra).is_running()
+    pending = rec.pending_network_teardown
+    if all(ns_alive.values()) and shm_alive and infra_alive:
+        return rec, pending
+    why = [f"{k} namespace" for k, alive in ns_alive.items() if not alive]
+    if not shm_alive:
+        why.append("shm")
+    if not infra_alive:
+        why.append("infra process")
+    if rec.state == READY:
+        log.warning("pod lost its resources; marked NOTREADY",
+                    extra={"pod": rec.id, "gone": ", ".join(why)})
+    changes: dict[str, object] = {"state": NOTREADY}
+    if not infra_alive:
+        changes["infra"] = None
+    if not all(ns_alive.values()):
+        # Remove the stale files, so DEL sees no netns rather than a non-namespace.
+        unpin({k: Path(p) for k, p in rec.ns_paths.items() if not ns_alive[k]})
+        if not ns_alive.get("net", True) and rec.attachments:
+            changes["pending_network_teardown"] = True
+            pending = True
+    return replace(rec, **changes), pending  # type: ignore[arg-type]
+
+
+def _discard_unfinished(manager: PodManager, rec: SandboxRecord) -> SandboxRecord | None:
+    """Take apart a pod whose build was interrupted; if its DEL fails, the kept record."""
+    log.warning("taking apart a pod whose creation was interrupted", extra={"pod": rec.id})
+    if rec.attachments:
+        ctx = CallContext.with_timeout(manager.settings.teardown_timeout, "CNI DEL")
+        try:
+            manager.network.detach_all(rec.attachments, ctx)
+        except PeapodError as exc:
+            kept = replace(rec, state=NOTREADY, pending_network_teardown=True,
+                           network_error=exc.message)
+            return kept
+    release_local(replace(rec, attachments=[]))
+    manager.store.delete_row(rec.id)
+    return None
