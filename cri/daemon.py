@@ -21,8 +21,10 @@ from cri.config import Config
 from cri.db import Database
 from cri.errors import FailedPrecondition
 from cri.interceptor import CallInterceptor
-from cri.metrics import Metrics, PodNetworkObserver, PullObserver
+from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
+from oci.container_manager import ContainerManager
 from oci.image_service import ImageService
+from oci.runtime_handlers import RuntimeHandlers
 from sandbox.manager import PodManager
 
 log = logging.getLogger("peapod.daemon")
@@ -42,6 +44,12 @@ class Daemon:
         self.db = Database(config.db_path)
         self.images = ImageService.from_config(config, self.db, PullObserver(self.metrics))
         self.pods = PodManager.from_config(config, self.db, PodNetworkObserver(self.metrics))
+        self.runtimes = RuntimeHandlers.from_config(config)
+        self.containers = ContainerManager.from_config(
+            config, self.db, self.runtimes, self.images, self.pods, ContainerMetrics(self.metrics)
+        )
+        self.pods.containers = self.containers
+        self.images.users = self.containers.image_users
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
 
@@ -50,6 +58,7 @@ class Daemon:
         """Bind the socket and the metrics endpoint and start serving."""
         cfg = self.config
         self.pods.recover()
+        self.containers.recover()
         sock = Path(cfg.listen)
         _claim_socket(sock)
         limit = cfg.grpc_max_message_bytes
@@ -96,6 +105,7 @@ class Daemon:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None
         self.pods.close()
+        self.containers.close()
         self.metrics.close()
         self.images.close()
         self.db.close()

@@ -72,6 +72,11 @@ class Metrics:
             ["plugin"],
             registry=r,
         )
+        self.containers_oom = Counter(
+            "peapod_containers_oom",
+            "Containers killed by the kernel's OOM killer (conmon's oom marker).",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, address: str) -> tuple[str, int] | None:
@@ -93,6 +98,16 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class ContainerMetrics:
+    """What the container code reports, turned into metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def oom_killed(self) -> None:
+        self._m.containers_oom.inc()
 
 
 class PullObserver:

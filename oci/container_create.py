@@ -30,7 +30,7 @@ from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
 from cri.cancel import CallContext
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound
+from cri.errors import FailedPrecondition, InvalidArgument, NotFound, PeapodError
 from oci import rootfs
 from oci.container_config import (
     ContainerRequest,
@@ -38,13 +38,13 @@ from oci.container_config import (
     NamespaceMode,
     SandboxFacts,
 )
-from oci.container_record import CREATED, CREATING, RUNNING, ContainerRecord
+from oci.container_record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.image_store import ImageRecord
 from oci.spec import generate_spec
 from oci.spec_process import stop_signal
 from sandbox.cgroup_layout import V2
 from sandbox.cgroups import PodCgroup
-from sandbox.undo import UndoStack
+from sandbox.undo import StopRollback, UndoStack
 
 if TYPE_CHECKING:
     from oci.container_manager import ContainerManager
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("peapod.containers")
 
 POD_READY = "ready"
+UNKNOWN_EXIT = 255
 
 
 class PodMetadataView(Protocol):
@@ -218,7 +219,7 @@ class ContainerBuild:
         store = mgr.store
         store.insert(rec)
         self.undo.push("container record", lambda: store.delete(rec.id))
-        self.undo.push("runtime state", lambda: mgr.teardown(rec))
+        self.undo.push("runtime state", lambda: self._teardown(rec))
         lower = mgr.images.store.hold(rec.id, image.id)
 
         storage, bundle = Path(rec.storage_dir), Path(rec.bundle)
@@ -288,6 +289,23 @@ class ContainerBuild:
         self.undo.discard()
         mgr.remember_spec(rec.id, spec)
         return stored
+
+    def _teardown(self, rec: ContainerRecord) -> None:
+        """Undo everything below the record; if that fails, keep the record for a later remove."""
+        try:
+            self.mgr.teardown(rec)
+        except PeapodError as exc:
+            failed = replace(
+                rec,
+                state=EXITED,
+                exit_code=UNKNOWN_EXIT,
+                finished_at=time.time_ns(),
+                reason="CreateError",
+                message=f"creation failed and cleanup is incomplete: {exc.message}; "
+                "remove the container to retry",
+            )
+            self.mgr.store.update(rec.id, lambda _cur: failed)
+            raise StopRollback(exc.message) from exc
 
     def _target_pidns(self, request: ContainerRequest) -> str:
         options = request.security.namespace_options

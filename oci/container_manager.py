@@ -32,10 +32,16 @@ from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_symlink_path
 from cri.cancel import CallContext
-from cri.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PeapodError
+from cri.errors import FailedPrecondition, Internal, NotFound, PeapodError
 from oci import rootfs, runtime_cli
 from oci.container_config import CgroupDriver, DaemonFacts, Resources
-from oci.container_create import ContainerBuild, CreateRequest, PodView, signal_number
+from oci.container_create import (
+    UNKNOWN_EXIT,
+    ContainerBuild,
+    CreateRequest,
+    PodView,
+    signal_number,
+)
 from oci.container_record import (
     CREATED,
     CREATING,
@@ -60,7 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peapod.containers")
 
-UNKNOWN_EXIT = 255
 KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
 MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
 _POLL = 0.1
@@ -352,7 +357,7 @@ class ContainerManager:
         with self.pods.lock(pod.id, ctx):
             pod = self.pods.get(pod.id)
             rec = ContainerBuild(self, pod, req).run(ctx)
-        log.info("container created", extra={"container": rec.id, "name": rec.name,
+        log.info("container created", extra={"container": rec.id, "container_name": rec.name,
                                              "pod": rec.sandbox_id})
         # An exit that came while the record was still "creating" was left for us.
         if self._read_exit(rec) is not None:
@@ -449,12 +454,13 @@ class ContainerManager:
                 procs.kill_tree(rec.monitor_pid, not_before_ticks=rec.monitor_start), 5.0
             )
         try:
-            handler = self.handlers.get(rec.runtime_handler)
-        except InvalidArgument:
-            log.warning("runtime handler no longer configured; runtime state not deleted",
-                        extra={"container": rec.id, "handler": rec.runtime_handler})
-        else:
-            runtime_cli.delete(handler, rec.id)
+            runtime_cli.delete(self.handlers.get(rec.runtime_handler), rec.id)
+        except PeapodError as exc:
+            # Once its processes are gone, the rest may go even if the runtime balks.
+            if _alive(rec.pid, rec.pid_start):
+                raise
+            log.warning("the runtime could not delete the container; cleaning up the rest",
+                        extra={"container": rec.id, "error": exc.message})
         rootfs.unmount_rootfs(Path(rec.rootfs))
         rootfs.remove_tree(Path(rec.bundle))
         rootfs.remove_tree(Path(rec.storage_dir))

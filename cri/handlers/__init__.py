@@ -7,6 +7,11 @@ of the proto answers UNIMPLEMENTED.
 from __future__ import annotations
 
 from cri.handlers import (
+    container_create,
+    container_exec,
+    container_status,
+    container_stop,
+    container_update,
     image_pull,
     image_remove,
     image_status,
@@ -27,6 +32,15 @@ RUNTIME_HANDLERS = {
     "RemovePodSandbox": sandbox_remove.remove_pod_sandbox,
     "PodSandboxStatus": sandbox_status.pod_sandbox_status,
     "ListPodSandbox": sandbox_status.list_pod_sandbox,
+    "CreateContainer": container_create.create_container,
+    "StartContainer": container_create.start_container,
+    "StopContainer": container_stop.stop_container,
+    "RemoveContainer": container_stop.remove_container,
+    "ContainerStatus": container_status.container_status,
+    "ListContainers": container_status.list_containers,
+    "ExecSync": container_exec.exec_sync,
+    "UpdateContainerResources": container_update.update_container_resources,
+    "ReopenContainerLog": container_update.reopen_container_log,
 }
 
 IMAGE_HANDLERS = {

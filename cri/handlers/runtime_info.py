@@ -44,7 +44,24 @@ def status(d: Daemon, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.St
         info["config"] = json.dumps(configmod.to_dict(d.config))
         info["version"] = json.dumps({"runtime": RUNTIME_NAME, "version": d.version})
         info["podCIDR"] = json.dumps(d.pod_cidr)
-    return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info)
+    return pb.StatusResponse(
+        status=pb.RuntimeStatus(conditions=conditions),
+        info=info,
+        runtime_handlers=runtime_handlers(d),
+    )
+
+
+def runtime_handlers(d: Daemon) -> list[pb.RuntimeHandler]:
+    """Every configured handler with its features; "" stands for the default one."""
+    out = []
+    for name in ["", *d.runtimes.names()]:
+        found = d.runtimes.features(name)
+        features = pb.RuntimeHandlerFeatures(
+            recursive_read_only_mounts=found.recursive_read_only_mounts,
+            user_namespaces=found.user_namespaces,
+        )
+        out.append(pb.RuntimeHandler(name=name, features=features))
+    return out
 
 
 def runtime_config(
