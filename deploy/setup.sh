@@ -48,6 +48,12 @@ extras=""
 install -d -m 0755 /etc/peapod /etc/peapod/peapod.yaml.d
 [ -e /etc/peapod/peapod.yaml ] || install -m 0644 deploy/peapod.yaml /etc/peapod/peapod.yaml
 [ -e /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml
+# A pod network (bridge peapod0, 10.88.0.0/16, host ports) only if the host has no CNI config.
+install -d -m 0755 /etc/cni/net.d
+if ! compgen -G "/etc/cni/net.d/*.conflist" >/dev/null && ! compgen -G "/etc/cni/net.d/*.conf" >/dev/null \
+    && ! compgen -G "/etc/cni/net.d/*.json" >/dev/null; then
+  install -m 0644 deploy/cni/10-peapod.conflist /etc/cni/net.d/10-peapod.conflist
+fi
 
 case "$mode" in
   run)

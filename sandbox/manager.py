@@ -109,17 +109,18 @@ class PodManager:
         """
         with self._locks_guard:
             lock = self._locks.setdefault(pod_id, threading.RLock())
-        while not lock.acquire(timeout=LOCK_POLL if ctx is None else (ctx.timeout(LOCK_POLL)
-                                                                    or LOCK_POLL)):
-            if ctx is None:
-                continue
-            try:
-                ctx.check()
-            except DeadlineExceeded:
-                raise DeadlineExceeded(
-                    f"pod {pod_id} is busy with another operation; it did not finish before "
-                    "the caller's deadline"
-                ) from None
+        while True:
+            wait = LOCK_POLL
+            if ctx is not None:
+                try:
+                    wait = ctx.timeout(LOCK_POLL) or LOCK_POLL
+                except DeadlineExceeded:
+                    raise DeadlineExceeded(
+                        f"pod {pod_id} is busy with another operation that did not finish "
+                        "before the caller's deadline"
+                    ) from None
+            if lock.acquire(timeout=wait):
+                break
         try:
             yield
         finally:

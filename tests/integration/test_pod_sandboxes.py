@@ -1,31 +1,23 @@
 """Pod sandboxes through the real socket: namespaces, files, shm, cgroups, CNI, recovery.
 
-Each daemon gets its own CNI config dir naming a unique bridge (pp<hex>), a unique
-/24 from 10.230.0.0/16 (locked like the CNI plugin tests do) and a host-local data
-dir in its temp dir, plus its own cgroup parent. Everything is swept afterwards even
-on failure: pods, mounts, processes, cgroups, iptables rules, the bridge, ip_forward
-and portmap's shared chains.
+Each daemon is a ``support.pods.PodEnv``: its own CNI config dir naming a unique bridge,
+a unique /24 from 10.230.0.0/16 and a host-local data dir in its temp dir, plus its own
+cgroup parent. Everything is swept afterwards even on failure: pods, mounts, processes,
+cgroups, iptables rules, the bridge, ip_forward and portmap's shared chains.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import http.client
 import ipaddress
-import itertools
 import json
 import os
-import re
 import secrets
-import shlex
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,24 +26,14 @@ from typing import Any
 
 import grpc
 import pytest
-from support.daemon import Peapod, metric_value
+from support.daemon import metric_value
+from support.pods import PLUGIN_DIR, HostState, PodEnv, pod_env, sh
 
 from api import api_pb2 as pb
 from sandbox import procs
 from sandbox.cgroup_layout import detect_layout
 from sandbox.cgroups import hierarchy_roots
 from sandbox.mounts import umount_all
-
-PLUGIN_DIR = "/usr/lib/cni"
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY_CONFLIST = REPO / "deploy" / "cni" / "10-peapod.conflist"
-PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK")
-_COUNTER = itertools.count()
-
-
-def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,282 +48,9 @@ def host_state() -> Iterator[None]:
     for tool in ("ip", "iptables-save", "nsenter", "unshare", "catatonit", "busybox"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing; run deploy/setup.sh test")
-    forward = Path("/proc/sys/net/ipv4/ip_forward")
-    forward_before = forward.read_text()
-    chains_before = "CNI-HOSTPORT-DNAT" in sh("iptables-save", "-t", "nat").stdout
+    state = HostState()
     yield
-    if forward.read_text() != forward_before:
-        forward.write_text(forward_before)
-    if not chains_before and "-A CNI-HOSTPORT-DNAT" not in sh("iptables-save", "-t", "nat").stdout:
-        for jump in (["PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
-                      "CNI-HOSTPORT-DNAT"],
-                     ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
-                      "CNI-HOSTPORT-DNAT"],
-                     ["POSTROUTING", "-m", "comment", "--comment",
-                      "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"]):
-            sh("iptables", "-t", "nat", "-D", *jump, check=False)
-        for chain in PORTMAP_CHAINS:
-            sh("iptables", "-t", "nat", "-F", chain, check=False)
-            sh("iptables", "-t", "nat", "-X", chain, check=False)
-
-
-# -- one daemon with its own network ----------------------------------------------------
-
-
-def _busy_networks() -> list[ipaddress.IPv4Network]:
-    nets: list[ipaddress.IPv4Network] = []
-    for link in json.loads(sh("ip", "-j", "-4", "addr").stdout or "[]"):
-        for addr in link.get("addr_info", []):
-            nets.append(ipaddress.IPv4Network(f"{addr['local']}/{addr['prefixlen']}",
-                                              strict=False))
-    for route in json.loads(sh("ip", "-j", "-4", "route").stdout or "[]"):
-        dst = route.get("dst", "")
-        if dst and dst != "default":
-            nets.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
-    return nets
-
-
-FLAKY_PLUGIN = """#!{python}
-import json, os, sys, time
-conf = json.load(sys.stdin)
-cmd = os.environ.get("CNI_COMMAND")
-markers = conf["markerDir"]
-def marker(name):
-    return os.path.exists(os.path.join(markers, name))
-def fail(code, msg):
-    print(json.dumps({{"cniVersion": conf["cniVersion"], "code": code, "msg": msg,
-                      "details": "test plugin refuses " + cmd}}))
-    print("refusing on purpose", file=sys.stderr)
-    sys.exit(1)
-if cmd == "ADD":
-    if marker("slow-add"):
-        time.sleep(float(open(os.path.join(markers, "slow-add")).read() or "2"))
-    if marker("fail-add"):
-        fail(104, "forced failure")
-    print(json.dumps(conf["prevResult"]))
-elif cmd == "DEL":
-    if marker("fail-del"):
-        fail(11, "DEL refused for now")
-elif cmd == "VERSION":
-    print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}}))
-"""
-
-
-class PodEnv:
-    """A peapod daemon, its bridge/subnet/host-local dir, test plugins and cgroup parent."""
-
-    def __init__(self, network: bool = True, wait_for_config: float = 3.0,
-                 flaky: bool = False) -> None:
-        self.tag = f"{secrets.token_hex(2)}{next(_COUNTER)}"
-        self.bridge = f"pp{self.tag}"[:15]
-        self.netname = f"pptest{self.tag}"
-        self.cgroup_parent = f"peapod-test-{self.tag}"
-        base = Path(tempfile.mkdtemp(prefix="peapod-test-"))
-        self.conf_dir = base / "net.d"
-        self.plugin_dir = base / "plugins"
-        self.data_dir = base / "host-local"
-        self.markers = base / "markers"
-        for d in (self.conf_dir, self.plugin_dir, self.data_dir, self.markers):
-            d.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = -1
-        self._lock_path = ""
-        self.subnet = self._reserve_subnet()
-        self.flaky = f"ppflaky{self.tag}"
-        plugin = self.plugin_dir / self.flaky
-        plugin.write_text(FLAKY_PLUGIN.format(python=sys.executable))
-        plugin.chmod(0o755)
-        self.peapod = Peapod(base, config={
-            "network": {"network_dir": str(self.conf_dir),
-                        "plugin_dirs": [str(self.plugin_dir), PLUGIN_DIR],
-                        "wait_for_config": wait_for_config},
-            "sandbox": {"default_cgroup_parent": self.cgroup_parent},
-        })
-        if network:
-            self.write_conflist(flaky=flaky)
-
-    def _reserve_subnet(self) -> ipaddress.IPv4Network:
-        busy = _busy_networks()
-        start = secrets.randbelow(2560)
-        for offset in range(2560):
-            n = (start + offset) % 2560
-            candidate = ipaddress.IPv4Network(f"10.{230 + n // 256}.{n % 256}.0/24")
-            if any(candidate.overlaps(b) for b in busy):
-                continue
-            path = f"/tmp/peapod-cni-test-{candidate.network_address}.lock"
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self._lock_fd, self._lock_path = fd, path
-            return candidate
-        raise RuntimeError("no free /24 in 10.230.0.0/16")
-
-    def conflist(self, flaky: bool = False) -> dict[str, Any]:
-        doc = json.loads(DEPLOY_CONFLIST.read_text())
-        doc["name"] = self.netname
-        bridge = doc["plugins"][0]
-        bridge["bridge"] = self.bridge
-        bridge["ipam"]["ranges"] = [[{"subnet": str(self.subnet)}]]
-        bridge["ipam"]["dataDir"] = str(self.data_dir)
-        if flaky:
-            doc["plugins"].insert(1, {"type": self.flaky, "markerDir": str(self.markers)})
-        return doc
-
-    def write_conflist(self, flaky: bool = False) -> None:
-        tmp = self.conf_dir / ".tmp"
-        tmp.write_text(json.dumps(self.conflist(flaky)))
-        tmp.rename(self.conf_dir / "10-test.conflist")
-
-    def marker(self, name: str, content: str = "") -> None:
-        (self.markers / name).write_text(content)
-
-    def unmark(self, name: str) -> None:
-        (self.markers / name).unlink(missing_ok=True)
-
-    # ---- calls --------------------------------------------------------
-    @property
-    def rt(self) -> Any:
-        return self.peapod.runtime
-
-    def config(self, name: str = "pod", **kw: Any) -> pb.PodSandboxConfig:
-        c = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(
-            name=f"{name}-{secrets.token_hex(3)}", uid=secrets.token_hex(8), namespace="test"))
-        for key, value in kw.items():
-            if key == "pid":
-                c.linux.security_context.namespace_options.pid = value
-            elif key == "host_network":
-                c.linux.security_context.namespace_options.network = pb.NODE if value else pb.POD
-            elif key == "sysctls":
-                c.linux.sysctls.update(value)
-            elif key in ("labels", "annotations"):
-                getattr(c, key).update(value)
-            elif key == "port_mappings":
-                c.port_mappings.extend(value)
-            elif key == "dns":
-                c.dns_config.CopyFrom(value)
-            else:
-                setattr(c, key, value)
-        return c
-
-    def run(self, config: pb.PodSandboxConfig | None = None, timeout: float = 60) -> str:
-        req = pb.RunPodSandboxRequest(config=config or self.config())
-        return str(self.rt.RunPodSandbox(req, timeout=timeout).pod_sandbox_id)
-
-    def status(self, pod_id: str, verbose: bool = False) -> pb.PodSandboxStatusResponse:
-        return self.rt.PodSandboxStatus(
-            pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=verbose), timeout=10)
-
-    def info(self, pod_id: str) -> dict[str, Any]:
-        return json.loads(self.status(pod_id, verbose=True).info["info"])
-
-    def stop(self, pod_id: str) -> None:
-        self.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
-
-    def remove(self, pod_id: str) -> None:
-        self.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=60)
-
-    def list(self, flt: pb.PodSandboxFilter | None = None) -> list[pb.PodSandbox]:
-        req = pb.ListPodSandboxRequest() if flt is None else pb.ListPodSandboxRequest(filter=flt)
-        return list(self.rt.ListPodSandbox(req, timeout=10).items)
-
-    # ---- host-side views ----------------------------------------------
-    def leases(self) -> list[str]:
-        d = self.data_dir / self.netname
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir()
-                      if re.fullmatch(r"[0-9.]+", p.name) and p.name.count(".") == 3)
-
-    def db_rows(self) -> list[tuple[str, str]]:
-        conn = sqlite3.connect(f"file:{self.peapod.root / 'peapod.db'}?mode=ro", uri=True)
-        try:
-            return [(r[0], r[1]) for r in conn.execute("SELECT id, state FROM sandboxes")]
-        finally:
-            conn.close()
-
-    def mounts(self) -> list[str]:
-        prefix = str(self.peapod.base) + "/"
-        with open("/proc/self/mountinfo") as f:
-            return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
-
-    def cgroup_dirs(self, sub: str = "") -> list[Path]:
-        rel = f"{self.cgroup_parent}/{sub}" if sub else self.cgroup_parent
-        return [r / rel for r in hierarchy_roots(detect_layout()) if (r / rel).exists()]
-
-    def firewall_lines(self) -> list[str]:
-        prefix = str(self.subnet.network_address).rsplit(".", 1)[0] + "."
-        out = sh("iptables-save", check=False).stdout.splitlines()
-        return [ln for ln in out if prefix in ln or self.netname in ln]
-
-    # ---- cleanup ------------------------------------------------------
-    def remove_all_pods(self) -> None:
-        for name in ("fail-add", "fail-del", "slow-add"):
-            self.unmark(name)
-        if self.peapod.proc is None:
-            return
-        for item in self.list():
-            self.remove(item.id)
-
-    def sweep(self) -> None:
-        """Put the machine back as found, whatever state the test left."""
-        with contextlib.suppress(Exception):
-            self.remove_all_pods()
-        self.peapod.stop(signal.SIGKILL)
-        for d in self.cgroup_dirs():
-            for pids in d.rglob("cgroup.procs"):
-                for pid in pids.read_text().split():
-                    start = procs.start_time(int(pid))
-                    if start is not None:
-                        procs.kill_and_wait(int(pid), start, 5)
-        for mount_point in sorted(self.mounts(), key=len, reverse=True):
-            umount_all(Path(mount_point))
-        for d in self.cgroup_dirs():
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()),
-                              key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        self._sweep_rules()
-        if Path(f"/sys/class/net/{self.bridge}").exists():
-            sh("ip", "link", "del", self.bridge, check=False)
-        self.peapod.cleanup()
-        if self._lock_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._lock_path)
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-    def _sweep_rules(self) -> None:
-        table = ""
-        chains: set[str] = set()
-        for line in sh("iptables-save", check=False).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            if not line.startswith("-A ") or line not in self.firewall_lines():
-                continue
-            words = shlex.split(line)
-            if "-j" in words:
-                target = words[words.index("-j") + 1]
-                if target.startswith("CNI-") and not target.startswith("CNI-HOSTPORT-"):
-                    chains.add(target)
-            sh("iptables", "-t", table, "-D", *words[1:], check=False)
-        for chain in chains:
-            for t in ("nat", "filter"):
-                sh("iptables", "-t", t, "-F", chain, check=False)
-                sh("iptables", "-t", t, "-X", chain, check=False)
-
-
-@contextlib.contextmanager
-def pod_env(**kw: Any) -> Iterator[PodEnv]:
-    env = PodEnv(**kw)
-    try:
-        env.peapod.start()
-        yield env
-    finally:
-        env.sweep()
+    state.restore()
 
 
 @pytest.fixture(scope="module")
