@@ -412,6 +412,28 @@ def test_stop_honours_grace_then_kills(env: Env, busybox: str) -> None:
     assert env.status(polite).status.exit_code == 143
 
 
+def test_image_stop_signal(env: Env, registry: Registry) -> None:
+    image = build_image([busybox_rootfs_layer()], {"StopSignal": "SIGINT"})
+    pushed = push(registry.host, "busybox", "stopsignal", image)
+    env.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=pushed.ref)),
+                                timeout=60)  # fmt: skip
+    try:
+        pod = env.pod()
+        script = "trap 'exit 42' INT; while true; do sleep 0.1; done"
+        ctr = env.run(pod, pushed.ref, ["sh", "-c", script])
+        assert env.status(ctr).status.stop_signal == pb.SIGNAL_SIGINT
+        wait_for(lambda: "sleep" in env.sh(ctr, "ps -o args"), what="the loop to run")
+        env.stop(ctr, timeout=10)
+        assert env.status(ctr).status.exit_code == 42
+        # The request's stop signal beats the image's.
+        term = env.run(pod, pushed.ref, ["sleep", "1000"], name="term",
+                       stop_signal=pb.SIGNAL_SIGTERM)  # fmt: skip
+        assert env.status(term).status.stop_signal == pb.SIGNAL_SIGTERM
+    finally:
+        env.remove_all()
+        env.peapod.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=pushed.ref)))
+
+
 def test_start_rules_and_stop_of_created_container(env: Env, busybox: str) -> None:
     pod = env.pod()
     ctr = env.create(pod, busybox, ["sleep", "1000"])
@@ -420,6 +442,9 @@ def test_start_rules_and_stop_of_created_container(env: Env, busybox: str) -> No
     assert st.state == pb.CONTAINER_EXITED and st.started_at == 0
     with pytest.raises(grpc.RpcError) as err:
         env.start(ctr)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:
+        env.rt.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr), timeout=10)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -633,6 +658,12 @@ def test_daemon_kill_and_restart_keeps_containers(env: Env, busybox: str) -> Non
     monitors = {c: env.info(c)["monitorPid"] for c in (steady, while_down, after)}
     pids = {c: env.info(c)["pid"] for c in (steady, while_down, after)}
 
+    # conmon runs in the pod's cgroup, not the daemon's: a service manager stopping
+    # the daemon's cgroup leaves it alone.
+    for line in Path(f"/proc/{monitors[steady]}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("memory", "pids", "name=systemd", ""):
+            assert path.startswith(f"/{env.cgroup_parent}/pod"), line
     env.peapod.stop(signal.SIGKILL)
     assert all(procs.is_alive(p) for p in [*monitors.values(), *pids.values()])
     (env.flags / "down").touch()
