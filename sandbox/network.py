@@ -131,7 +131,9 @@ class PodNetwork:
                 if left <= 0:
                     waited = f" after waiting {self.wait_for_config:g}s" if (
                         self.wait_for_config > 0) else ""
-                    raise type(exc)(
+                    # A configured network name that is absent is a setup problem too.
+                    cls = FailedPrecondition if isinstance(exc, NotFound) else type(exc)
+                    raise cls(
                         f"pod network is not ready{waited}: {exc.message}", reason=exc.reason
                     ) from exc
                 ctx.wait(min(_WAIT_STEP, left))

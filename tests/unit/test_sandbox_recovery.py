@@ -157,3 +157,22 @@ def _wait(predicate: Any, timeout: float = 5.0) -> bool:
     from sandbox.procs import wait_until
 
     return wait_until(predicate, timeout, interval=0.01)
+
+
+def test_waiting_for_a_network_fails_with_a_clear_precondition(tmp_path: Path) -> None:
+    from cri.errors import FailedPrecondition
+
+    (tmp_path / "10-other.conflist").write_text(
+        '{"cniVersion": "1.0.0", "name": "other", "plugins": [{"type": "fake-plugin"}]}')
+    plugins = tmp_path / "bin"
+    plugins.mkdir()
+    (plugins / "fake-plugin").write_text("#!/bin/sh\nexit 0\n")
+    (plugins / "fake-plugin").chmod(0o755)
+    net = PodNetwork(CNIClient([str(plugins)]), str(tmp_path), default_network="wanted",
+                     wait_for_config=0.3)
+    with pytest.raises(FailedPrecondition,
+                       match=r"not ready after waiting 0.3s: network 'wanted' not found"):
+        net.wait_ready(CallContext.with_timeout(5))
+    assert net.ready()[0] is False
+    net.default_network = ""
+    assert net.wait_ready(CallContext.with_timeout(5)).name == "other"
