@@ -144,6 +144,12 @@ def _alive(pid: int, start: int) -> bool:
     return pid > 0 and procs.is_alive(pid) and (not start or procs.start_ticks(pid) == start)
 
 
+def _ticks_at(wall_ns: int) -> int:
+    """The boot-clock tick count at wall time ``wall_ns`` (one tick of slack)."""
+    ago = max(time.time_ns() - wall_ns, 0) / 1e9
+    return int(procs.boot_ticks_now() - ago * os.sysconf("SC_CLK_TCK")) - 1
+
+
 def _wait_dead(pid: int, start: int, seconds: float) -> bool:
     """Wait up to ``seconds`` for that process to be gone; False if it still runs."""
     deadline = time.monotonic() + seconds
@@ -448,11 +454,17 @@ class ContainerManager:
 
         Idempotent: every step tolerates what an earlier run or a crash already did.
         """
-        if not _wait_dead(rec.monitor_pid, rec.monitor_start, MONITOR_EXIT_WAIT):
+        monitor, since = rec.monitor_pid, rec.monitor_start
+        if not monitor:
+            # Interrupted before the record got conmon's pid: its pidfile may say.
+            with contextlib.suppress(PeapodError):
+                monitor = files.read_pidfile(os.path.join(rec.bundle, "conmon-pidfile")) or 0
+            since = _ticks_at(rec.created_at)
+        # A half-built container's conmon waits on its runtime: no reason to wait for it.
+        grace = 0.0 if rec.state == CREATING else MONITOR_EXIT_WAIT
+        if monitor and not _wait_dead(monitor, rec.monitor_start, grace):
             log.warning("conmon outlived its container; killing it", extra={"container": rec.id})
-            procs.wait_gone(
-                procs.kill_tree(rec.monitor_pid, not_before_ticks=rec.monitor_start), 5.0
-            )
+            procs.wait_gone(procs.kill_tree(monitor, not_before_ticks=since), 5.0)
         try:
             runtime_cli.delete(self.handlers.get(rec.runtime_handler), rec.id)
         except PeapodError as exc:

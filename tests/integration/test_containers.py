@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,10 +82,18 @@ class Env:
                         "runc-b": {"runtime_path": RUNC, "runtime_root": str(self.roots["runc-b"])},
                         "crun": {"runtime_path": CRUN},
                         "broken": {"runtime_path": "/bin/false"},
+                        "hang": {"runtime_path": str(self.hang_runtime())},
                     }
                 },
             },
         )
+
+    def hang_runtime(self) -> Path:
+        """A "runtime" whose create never finishes (everything else succeeds)."""
+        script = self.base / "hang-runtime"
+        script.write_text('#!/bin/sh\ncase " $* " in *" create "*) exec sleep 600;; esac\n')
+        script.chmod(0o755)
+        return script
 
     @property
     def rt(self) -> Any:
@@ -598,7 +607,7 @@ def test_runtime_handler_selection(env: Env, busybox: str) -> None:
         env.pod(handler="no-such-handler")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     handlers = env.rt.Status(pb.StatusRequest(), timeout=10).runtime_handlers
-    assert [h.name for h in handlers] == ["", "runc", "broken", "crun", "runc-b"]
+    assert [h.name for h in handlers] == ["", "runc", "broken", "crun", "hang", "runc-b"]
     assert handlers[0].features.recursive_read_only_mounts  # runc 1.1 knows "rro"
     assert not handlers[2].features.recursive_read_only_mounts  # /bin/false knows nothing
 
@@ -679,6 +688,32 @@ def test_daemon_kill_and_restart_keeps_containers(env: Env, busybox: str) -> Non
     assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 7)
     env.stop(steady)
     assert env.status(steady).status.exit_code == 137
+
+
+def test_restart_cleans_up_a_half_created_container(env: Env, busybox: str) -> None:
+    pod = env.pod(handler="hang")
+    failed: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            env.create(pod, busybox, ["true"])
+        except grpc.RpcError as exc:
+            failed.append(exc)
+
+    caller = threading.Thread(target=create)
+    caller.start()
+    pidfiles = env.peapod.runroot / "containers"
+    wait_for(lambda: any(pidfiles.glob("*/conmon-pidfile")), what="conmon to start")
+    monitor = int(next(pidfiles.glob("*/conmon-pidfile")).read_text())
+    env.peapod.stop(signal.SIGKILL)
+    caller.join(10)
+    assert failed and procs.is_alive(monitor)  # conmon outlives the daemon
+    assert env.mounts() != []
+    env.peapod.start()
+    assert not procs.is_alive(monitor)
+    assert env.containers() == []
+    assert env.container_dirs() == [] and env.runtime_state() == []
+    assert not [m for m in env.mounts() if "/containers/" in m]
 
 
 # ---- updates and logs ---------------------------------------------------------------
