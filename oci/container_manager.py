@@ -434,10 +434,13 @@ class ContainerManager:
             found = self.store.find(id_or_prefix)
         except NotFound:
             return
-        with self._op(found.id):
-            self._remove_locked(found.id, ctx)
+        self._remove_exact(found.id, ctx)
+
+    def _remove_exact(self, ctr_id: str, ctx: CallContext | None) -> None:
+        with self._op(ctr_id):
+            self._remove_locked(ctr_id, ctx)
         with self._ops_guard:
-            self._ops.pop(found.id, None)
+            self._ops.pop(ctr_id, None)
 
     def _remove_locked(self, ctr_id: str, ctx: CallContext | None) -> None:
         rec = self.store.get(ctr_id)
@@ -492,12 +495,6 @@ class ContainerManager:
         ids = [r.id for r in self.store.in_pod(pod_id)]
         self._each(ids, lambda i: self._remove_exact(i, ctx))
         self._release_pod_leaf(pod_id)
-
-    def _remove_exact(self, ctr_id: str, ctx: CallContext) -> None:
-        with self._op(ctr_id):
-            self._remove_locked(ctr_id, ctx)
-        with self._ops_guard:
-            self._ops.pop(ctr_id, None)
 
     def _release_pod_leaf(self, pod_id: str) -> None:
         """On cgroup v2, drop the pod's process leaf conmon used (if nothing else is in it)."""
