@@ -45,9 +45,11 @@ class Daemon:
         self.images = ImageService.from_config(config, self.db, PullObserver(self.metrics))
         self.pods = PodManager.from_config(config, self.db, PodNetworkObserver(self.metrics))
         self.runtimes = RuntimeHandlers.from_config(config)
+        observer = ContainerMetrics(self.metrics)
         self.containers = ContainerManager.from_config(
-            config, self.db, self.runtimes, self.images, self.pods, ContainerMetrics(self.metrics)
+            config, self.db, self.runtimes, self.images, self.pods, observer
         )
+        observer.track(self.containers.count_by_state)
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
         self._server: grpc.Server | None = None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cri.errors import InvalidArgument
 
@@ -72,6 +73,12 @@ class Metrics:
             ["plugin"],
             registry=r,
         )
+        self.containers = Gauge(
+            "peapod_containers",
+            "Containers by state (created, running, exited).",
+            ["state"],
+            registry=r,
+        )
         self.containers_oom = Counter(
             "peapod_containers_oom",
             "Containers killed by the kernel's OOM killer (conmon's oom marker).",
@@ -108,6 +115,13 @@ class ContainerMetrics:
 
     def oom_killed(self) -> None:
         self._m.containers_oom.inc()
+
+    def track(self, count_by_state: Callable[[], dict[str, int]]) -> None:
+        """Report the number of containers per state, read at each scrape."""
+        for state in ("created", "running", "exited"):
+            self._m.containers.labels(state).set_function(
+                lambda s=state: count_by_state().get(s, 0)
+            )
 
 
 class PullObserver:

@@ -14,6 +14,7 @@ records exits that happened while the daemon was down.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -528,6 +529,10 @@ class ContainerManager:
         if flt is not None:
             records = [r for r in records if flt.matches(r)]
         return records
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many visible containers are in each state."""
+        return dict(collections.Counter(r.state for r in self.store.visible()))
 
     def image_users(self, image_id: str) -> list[str]:
         """Ids of the containers (half-built ones included) using image ``image_id``."""

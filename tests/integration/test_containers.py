@@ -343,6 +343,10 @@ def test_lifecycle_status_list_and_cri_log(env: Env, busybox: str) -> None:
     exited = pb.ContainerFilter(state=pb.ContainerStateValue(state=pb.CONTAINER_EXITED))
     assert by(exited) == []
     assert env.status(ctr[:10]).status.id == ctr  # a unique prefix works
+    metrics = env.peapod.metrics_text()
+    assert metric_value(metrics, "peapod_containers", {"state": "running"}) == 1
+    assert metric_value(metrics, "peapod_operations_latency_seconds_count",
+                        {"operation": "CreateContainer"}) >= 1  # fmt: skip
 
     env.stop(ctr, timeout=5)
     st = env.status(ctr).status
