@@ -284,43 +284,34 @@ class ContainerManager:
         oom = files.oom_killed(rec.persist_dir) or os.path.exists(
             os.path.join(rec.bundle, files.OOM_FILE)
         )
-
-        def change(cur: ContainerRecord) -> ContainerRecord | None:
-            if cur.state not in (CREATED, RUNNING):
-                return None
-            return replace(
-                cur,
-                state=EXITED,
-                exit_code=code,
-                finished_at=finished,
-                reason=exit_reason(code, oom),
-                message="",
-            )
-
-        before = rec.state
-        new = self.store.update(ctr_id, change)
-        if new is not None and new.state == EXITED and before != EXITED:
+        reason = exit_reason(code, oom)
+        if self._finish(ctr_id, code, finished, reason, ""):
             log.info("container exited", extra={"container": ctr_id, "exit_code": code,
-                                                 "reason": new.reason})
+                                                 "reason": reason})
             if oom:
                 self.observer.oom_killed()
         files.remove_exit_file(str(self.settings.exit_dir), ctr_id)
-        with self._exited:
-            self._exited.notify_all()
 
     def _mark_lost(self, ctr_id: str, message: str) -> None:
-        now = time.time_ns()
+        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, message):
+            log.warning("container lost", extra={"container": ctr_id, "error": message})
+
+    def _finish(self, ctr_id: str, code: int, finished: int, reason: str, message: str) -> bool:
+        """Record that a created or running container ended; False if it already had."""
+        made = False
 
         def change(cur: ContainerRecord) -> ContainerRecord | None:
+            nonlocal made
             if cur.state not in (CREATED, RUNNING):
                 return None
-            return replace(cur, state=EXITED, exit_code=UNKNOWN_EXIT, finished_at=now,
-                           reason=ERROR, message=message)
+            made = True
+            return replace(cur, state=EXITED, exit_code=code, finished_at=finished,
+                           reason=reason, message=message)
 
         self.store.update(ctr_id, change)
-        log.warning("container lost", extra={"container": ctr_id, "error": message})
         with self._exited:
             self._exited.notify_all()
+        return made
 
     def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:
         """Wait up to ``seconds`` for the container to be recorded as exited."""
@@ -386,21 +377,12 @@ class ContainerManager:
             try:
                 runtime_cli.start(handler, rec.id, ctx)
             except PeapodError as exc:
-                self._start_failed(rec.id, exc.message)
+                self._finish(rec.id, 128, time.time_ns(), "StartError", exc.message)
                 raise
             self.store.update(
                 rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None
             )
         log.info("container started", extra={"container": rec.id})
-
-    def _start_failed(self, ctr_id: str, message: str) -> None:
-        now = time.time_ns()
-        self.store.update(
-            ctr_id,
-            lambda cur: replace(cur, state=EXITED, exit_code=128, finished_at=now,
-                                reason="StartError", message=message)
-            if cur.state == CREATED else None,
-        )
 
     # ---- stop / remove ------------------------------------------------------
     def stop(self, id_or_prefix: str, timeout: float, ctx: CallContext | None) -> None:
