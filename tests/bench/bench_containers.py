@@ -16,6 +16,7 @@ removed afterwards (Remove is timed too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import secrets
@@ -36,6 +37,8 @@ from support.registry import Registry
 
 from api import api_pb2 as pb
 from conmon import procs
+from sandbox.cgroup_layout import detect_layout
+from sandbox.cgroups import hierarchy_roots
 
 
 def pct(values: list[float], q: float) -> float:
@@ -211,6 +214,10 @@ def main() -> None:
                     bench.remove_all()
             finally:
                 daemon.cleanup()
+                # The pods' common parent cgroup outlives the pods; it is ours to remove.
+                for root in hierarchy_roots(detect_layout()):
+                    with contextlib.suppress(OSError):
+                        (root / f"peapod-bench-{tag}").rmdir()
                 if args.runroot:
                     shutil.rmtree(args.runroot, ignore_errors=True)
 
