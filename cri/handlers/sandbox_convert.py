@@ -85,17 +85,6 @@ def _as_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def runtime_handler(name: str, config: Config) -> str:
-    """The handler name as given, if it is "" (the default) or a configured one."""
-    known = set(config.runtime.runtimes)
-    if name and name not in known:
-        listed = ", ".join(sorted(known)) or "none"
-        raise InvalidArgument(
-            f"runtime handler {name!r} is not configured (configured handlers: {listed})"
-        )
-    return name
-
-
 def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
     """Validate a PodSandboxConfig and convert it; InvalidArgument names the bad field."""
     meta = metadata(cfg.metadata)

@@ -21,7 +21,8 @@ def run_pod_sandbox(
     """Create and start a pod sandbox: namespaces, files, shm, cgroup, network."""
     if not req.HasField("config"):
         raise InvalidArgument("RunPodSandboxRequest.config is missing")
-    handler = sandbox_convert.runtime_handler(req.runtime_handler, d.config)
+    handler = req.runtime_handler
+    d.runtimes.get(handler)  # InvalidArgument naming the configured handlers if unknown
     config = sandbox_convert.pod_config(req.config, d.config)
     name = config.metadata.sandbox_name()
     record = d.pods.run(config, handler, call_context(ctx, f"RunPodSandbox of {name}"))

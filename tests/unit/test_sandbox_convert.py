@@ -177,14 +177,6 @@ def test_host_network_pod_hostname_is_not_validated() -> None:
         conv.pod_config(cfg(hostname="-bad-"), Config())
 
 
-def test_runtime_handler() -> None:
-    config = Config()
-    assert conv.runtime_handler("", config) == ""
-    assert conv.runtime_handler(config.runtime.default_runtime, config) == "runc"
-    with pytest.raises(InvalidArgument, match="runtime handler 'kata' is not configured"):
-        conv.runtime_handler("kata", config)
-
-
 def record(**kw: object) -> SandboxRecord:
     values: dict[str, object] = dict(
         id="ab" * 32, name="k8s_web_default_uid-1_2",
