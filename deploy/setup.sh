@@ -2,6 +2,7 @@
 # Set peapod up on a Debian 12 machine (as root), then run the daemon or the tests.
 #   deploy/setup.sh run    install, then serve on /run/peapod/peapod.sock in the foreground
 #   deploy/setup.sh test   install (with test packages), then run the test suite
+#   deploy/setup.sh service   install, then install and start the systemd unit
 #   deploy/setup.sh        install only
 set -euo pipefail
 
@@ -73,8 +74,13 @@ case "$mode" in
   install)
     echo "peapod installed: .venv/bin/peapod run"
     ;;
+  service)
+    sed "s|@PEAPOD_DIR@|$here|g" deploy/peapod.service > /etc/systemd/system/peapod.service
+    systemctl daemon-reload
+    systemctl enable --now peapod.service
+    ;;
   *)
-    echo "usage: deploy/setup.sh [run|test|install]" >&2
+    echo "usage: deploy/setup.sh [run|test|install|service]" >&2
     exit 2
     ;;
 esac
