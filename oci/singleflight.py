@@ -26,6 +26,14 @@ class _Flight(Generic[T]):
         self.unbounded = False  # some waiter has no deadline
 
 
+def _spent(flight: _Flight[T]) -> bool:
+    """The flight's work was cancelled or ran out of time, so joining it cannot succeed."""
+    if flight.ctx.cancelled:
+        return True
+    left = flight.ctx.remaining()
+    return left is not None and left <= 0
+
+
 class SingleFlight(Generic[T]):
     """Deduplicates concurrent calls by key."""
 
@@ -37,6 +45,10 @@ class SingleFlight(Generic[T]):
         """Run ``work`` for ``key`` unless it is already running; wait for its result."""
         with self._lock:
             flight = self._flights.get(key)
+            if flight is not None and _spent(flight):
+                # Abandoned or out of time, and only unwinding: a newcomer gets fresh work.
+                del self._flights[key]
+                flight = None
             starter = flight is None
             if flight is None:
                 flight = _Flight(ctx.what)
@@ -58,6 +70,8 @@ class SingleFlight(Generic[T]):
                 flight.waiters -= 1
                 if flight.waiters == 0 and not flight.done.is_set():
                     flight.ctx.cancel()
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
         if flight.error is not None:
             raise flight.error
         return flight.result  # type: ignore[return-value]
@@ -79,5 +93,6 @@ class SingleFlight(Generic[T]):
             flight.error = exc
         finally:
             with self._lock:
-                self._flights.pop(key, None)
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
             flight.done.set()

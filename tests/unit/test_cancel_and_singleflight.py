@@ -119,3 +119,32 @@ def test_singleflight_error_reaches_every_waiter() -> None:
 
     with pytest.raises(ValueError, match="boom"):
         flights.run("k", work, CallContext())
+
+
+def test_singleflight_retry_after_abandon_gets_fresh_work() -> None:
+    """A caller arriving after the last waiter gave up must not join the cancelled work.
+
+    The kubelet retries a timed-out PullImage at once; the abandoned pull is still
+    unwinding, and the retry must start its own work instead of inheriting "cancelled".
+    """
+    flights: SingleFlight[str] = SingleFlight()
+    unwinding = threading.Event()
+    calls = 0
+
+    def work(ctx: CallContext) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            while not ctx.cancelled:
+                time.sleep(0.01)
+            unwinding.wait(2)  # slow clean-up after the cancel
+            ctx.check()
+        return "pulled"
+
+    with pytest.raises(DeadlineExceeded):
+        flights.run("k", work, CallContext.with_timeout(0.05))
+    try:
+        assert flights.run("k", work, CallContext.with_timeout(5)) == "pulled"
+    finally:
+        unwinding.set()
+    assert calls == 2
