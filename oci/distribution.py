@@ -14,6 +14,7 @@ chunks, so a stalled registry ends at the caller's deadline.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import socket
@@ -30,6 +31,7 @@ from cri.errors import (
     Cancelled,
     DataLoss,
     DeadlineExceeded,
+    Internal,
     InvalidArgument,
     NotFound,
     PeapodError,
@@ -115,6 +117,17 @@ def _timeout(ctx: CallContext, cap: float) -> float:
     _check(ctx)
     value = ctx.timeout(cap)
     return cap if value is None else max(value, 0.001)
+
+
+def _save_error(exc: OSError, what: str, dest: Path) -> PeapodError:
+    """The error for a blob that cannot be written to ``dest`` (disk full, I/O error)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(
+            f"{what}: no space left saving it under {dest.parent}: {exc.strerror}; "
+            "free space on the image store's filesystem and pull again",
+            reason="NO_SPACE",
+        )
+    return Internal(f"{what}: cannot save it under {dest.parent}: {exc}", reason="BLOB_WRITE")
 
 
 def _nothing() -> None:
@@ -360,11 +373,13 @@ class RegistryClient:
                     "a proxy is serving corrupt data",
                     reason="DIGEST_MISMATCH",
                 )
-        except BaseException:
+        except BaseException as exc:
             gen.close()
             resp.discard()
             if opened:
                 dest.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # network errors arrive as PeapodError: this is dest
+                raise _save_error(exc, what, dest) from None
             raise
         return written
 

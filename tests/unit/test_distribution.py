@@ -1065,3 +1065,36 @@ def test_insecure_uses_tls_without_verification(
     _, server = tls_reg
     assert clients(server.host).fetch_manifest(REPO, "v1", ctx()).body == MANIFEST
     assert distribution._schemes[server.host] == "https"
+
+
+@pytest.fixture
+def full_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 64 KiB tmpfs (root only)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_blob_disk_full_is_resource_exhausted(
+    reg: tuple[RegistryApp, FakeServer],
+    clients: Callable[..., RegistryClient],
+    full_dir: Path,
+) -> None:
+    """ENOSPC while saving a blob names the blob and the full disk, not 'internal error'."""
+    app, server = reg
+    data = bytes(range(256)) * 2000  # 512 KB > the 64 KiB filesystem
+    digest = app.add_blob(REPO, data)
+    dest = full_dir / "blob"
+    with pytest.raises(ResourceExhausted) as info:
+        clients(server.host).fetch_blob(REPO, digest, dest, ctx(), len(data))
+    assert digest in info.value.message and "space" in info.value.message
+    assert info.value.reason == "NO_SPACE"
+    assert not dest.exists()
