@@ -236,6 +236,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "cgroup_manager": ("cgroupfs", "systemd"),
 }
+# Lower bounds of numeric options: (section class, field) -> (bound, strict). A zero
+# timeout or worker count would otherwise fail every pull, call or pod obscurely.
+MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
+    (Config, "grpc_max_message_bytes"): (1, False),
+    (Config, "grpc_workers"): (1, False),
+    (Config, "shutdown_grace"): (0, False),
+    (ImageConfig, "max_parallel_downloads"): (1, False),
+    (ImageConfig, "registry_timeout"): (0, True),
+    (RuntimeConfig, "pids_limit"): (0, False),
+    (RuntimeConfig, "exec_output_max"): (1, False),
+    (RuntimeHandlerConfig, "create_timeout"): (0, True),
+    (NetworkConfig, "wait_for_config"): (0, False),
+    (NetworkConfig, "plugin_timeout"): (0, True),
+    (SandboxConfig, "shm_size"): (1, False),
+    (SandboxConfig, "create_timeout"): (0, True),
+}
 
 
 # ---------------------------------------------------------------- loading
@@ -379,6 +395,16 @@ def _build(cls: type, data: Any, origins: dict[str, str], path: tuple[str, ...])
                 f"{_where(origins, dotted_name)}: key '{dotted_name}' must be one of "
                 f"{', '.join(choices)}, got {getattr(obj, name)!r}"
             )
+        bound = MINIMUMS.get((cls, name))
+        if bound is not None:
+            value, (low, strict) = getattr(obj, name), bound
+            if value < low or (strict and value == low):
+                low_text = f"{low:g}"
+                rule = f"greater than {low_text}" if strict else f"at least {low_text}"
+                raise ConfigError(
+                    f"{_where(origins, dotted_name)}: key '{dotted_name}' must be {rule}, "
+                    f"got {value!r}"
+                )
     return obj
 
 

@@ -107,3 +107,38 @@ def test_deploy_default_config_matches_the_schema() -> None:
         "deploy/peapod.yaml is stale: regenerate it with `peapod config --defaults`"
     )
     assert yaml.safe_load(shipped.read_text()) is None  # everything commented out
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("image:\n  registry_timeout: 0\n", "'image.registry_timeout' must be greater than 0"),
+        (
+            "image:\n  max_parallel_downloads: 0\n",
+            "'image.max_parallel_downloads' must be at least 1",
+        ),
+        ("grpc_workers: 0\n", "'grpc_workers' must be at least 1"),
+        ("grpc_max_message_bytes: -1\n", "'grpc_max_message_bytes' must be at least 1"),
+        ("shutdown_grace: -5\n", "'shutdown_grace' must be at least 0"),
+        ("network:\n  plugin_timeout: 0\n", "'network.plugin_timeout' must be greater than 0"),
+        ("sandbox:\n  create_timeout: -1\n", "'sandbox.create_timeout' must be greater than 0"),
+        ("runtime:\n  pids_limit: -3\n", "'runtime.pids_limit' must be at least 0"),
+        (
+            "runtime:\n  runtimes:\n    runc:\n      create_timeout: 0\n",
+            "'runtime.runtimes.runc.create_timeout' must be greater than 0",
+        ),
+    ],
+)
+def test_out_of_range_numbers_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    """A zero timeout or worker count would fail every pull or the start-up obscurely."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        configmod.load(bad, None)
+    assert needle in str(err.value)
+    assert str(bad) in str(err.value)
+
+
+def test_out_of_range_flag_names_the_command_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="command line: key 'shutdown_grace' must be at least 0"):
+        configmod.load(None, None, {"shutdown_grace": -1.0})
