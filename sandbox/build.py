@@ -2,10 +2,13 @@
 
 Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
 inside), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
-infra process (pid mode POD), then the network: the record is saved with the
-planned attachments before any ADD, so a crash mid-ADD can still be DEL'ed,
-and each ADD result is kept. A failure undoes everything newest first, so CNI
-DEL always runs while the network namespace is still pinned.
+infra process (pid mode POD), then the network. The record (state "creating")
+is saved before the first step and again after each step that made something,
+so a daemon killed half-way leaves a row from which restart recovery takes the
+pod apart; before any ADD it is saved with the planned attachments, so a crash
+mid-ADD can still be DEL'ed, and each ADD result is kept. A failure undoes
+everything newest first, so CNI DEL always runs while the network namespace is
+still pinned, and the row goes last.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from cri.cancel import CallContext
 from cri.errors import PeapodError
 from sandbox.cgroup_paths import SYSTEMD
 from sandbox.cgroups import create_pod_cgroup
-from sandbox.infra import start_infra
+from sandbox.infra import INFRA_LOG, start_infra
 from sandbox.namespaces import pin_namespaces, unpin
 from sandbox.network import PodNetwork, pending_entry, pod_ips
 from sandbox.pod_config import POD, PodConfig
@@ -113,6 +116,8 @@ class PodBuild:
     # ---- steps ----------------------------------------------------------
     def _local(self, ctx: CallContext) -> None:
         rec, cfg = self.record, self.config
+        self.store.save(rec)  # state "creating": restart recovery takes apart what it lists
+        self.undo.push("state row", lambda: self.store.delete_row(rec.id))
         pod_dir = Path(rec.pod_dir)
         pod_dir.mkdir(parents=True, exist_ok=False)
         self.undo.push("pod directory", lambda: remove_pod_dir(pod_dir))
@@ -120,6 +125,7 @@ class PodBuild:
         cgroup = create_pod_cgroup(rec.cgroup_parent, self.settings.cgroup_driver)
         self._set(cgroup=cgroup.to_record())
         self.undo.push("pod cgroup", cgroup.remove)
+        self.store.save(self.record)
 
         kinds = set()
         if not cfg.host_network:
@@ -132,6 +138,7 @@ class PodBuild:
         )
         self._set(ns_paths={k: str(p) for k, p in ns.items()})
         self.undo.push("pinned namespaces", lambda: unpin(ns))
+        self.store.save(self.record)
 
         write_pod_files(pod_dir, rec.hostname, cfg.dns, cfg.host_network)
 
@@ -140,15 +147,17 @@ class PodBuild:
             mount_shm(shm, self.settings.shm_size)
             self._set(shm_path=str(shm))
             self.undo.push("shm", lambda: unmount_shm(shm))
+            self.store.save(self.record)
 
         if cfg.log_directory:
             Path(cfg.log_directory).mkdir(mode=0o755, parents=True, exist_ok=True)
 
         if cfg.pid_mode == POD:
             ctx.check()
-            infra = start_infra(ns, cgroup, pod_dir / "infra.log")
+            infra = start_infra(ns, cgroup, pod_dir / INFRA_LOG)
             self._set(infra=infra.to_record())
             self.undo.push("infra process", lambda: infra.stop())
+            self.store.save(self.record)
 
     def _network(self, network: NetworkConfig, ctx: CallContext) -> None:
         rec = self.record
@@ -159,8 +168,7 @@ class PodBuild:
         )
         entries = [pending_entry(n, r) for n, r in plans]
         self._set(attachments=list(entries))
-        self.store.save(self.record)  # state "creating": recovery can DEL these
-        self.undo.push("state row", lambda: self.store.delete_row(rec.id))
+        self.store.save(self.record)  # recovery can DEL these
 
         started = time.monotonic()
         for index, (net, runtime) in enumerate(plans):

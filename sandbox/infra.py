@@ -32,6 +32,7 @@ from sandbox.tools import find_tool
 NS_KINDS = ("net", "ipc", "uts")
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
+INFRA_LOG = "infra.log"  # in the pod directory; also how recovery finds an unrecorded infra
 
 
 @dataclass

@@ -69,6 +69,20 @@ def comm(pid: int) -> str | None:
         return None
 
 
+def with_output_to(path: Path) -> list[int]:
+    """Pids whose standard output is the file ``path``."""
+    target = os.path.abspath(path)
+    found: list[int] = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "fd" / "1") == target:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def wait_exit(pid: int, timeout: float) -> bool:
     """Wait until ``pid`` has exited (a zombie counts); True if it did in time."""
     try:

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from cri.cancel import CallContext
 from cri.errors import PeapodError
-from sandbox.infra import InfraProcess
-from sandbox.mounts import MOUNTINFO, parse_mountinfo
+from sandbox import procs
+from sandbox.infra import INFRA_LOG, STOP_TIMEOUT, InfraProcess
+from sandbox.mounts import MOUNTINFO, parse_mountinfo, umount_all
 from sandbox.namespaces import unpin
 from sandbox.network import pod_ips
+from sandbox.pod_config import POD
 from sandbox.record import CREATING, NOTREADY, READY, SandboxRecord
-from sandbox.teardown import release_local
+from sandbox.teardown import mounts_below, release_local
 
 if TYPE_CHECKING:
     from sandbox.manager import PodManager
@@ -103,6 +105,25 @@ def _discard_unfinished(manager: PodManager, rec: SandboxRecord) -> SandboxRecor
             kept = replace(rec, state=NOTREADY, pending_network_teardown=True,
                            network_error=exc.message)
             return kept
+    _release_unrecorded(rec)
     release_local(replace(rec, attachments=[]))
     manager.store.delete_row(rec.id)
     return None
+
+
+def _release_unrecorded(rec: SandboxRecord) -> None:
+    """What a build made just before the daemon died, before the record listed it.
+
+    The infra process is found by its output file (the pod's infra.log), the
+    namespace and shm mounts by being under the pod directory.
+    """
+    if not rec.pod_dir:
+        return
+    pod_dir = Path(rec.pod_dir)
+    if rec.infra is None and rec.pid_mode == POD:
+        for pid in procs.with_output_to(pod_dir / INFRA_LOG):
+            start = procs.start_time(pid)
+            if start is not None:
+                procs.kill_and_wait(pid, start, STOP_TIMEOUT)
+    for mount_point in sorted(mounts_below(pod_dir), key=len, reverse=True):
+        umount_all(Path(mount_point))

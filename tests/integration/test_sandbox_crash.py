@@ -1,0 +1,159 @@
+"""A daemon killed half-way through RunPodSandbox: the next start takes the pod apart.
+
+The pod manager runs in-process with real namespaces, mounts, cgroups and infra
+processes (host network, so no CNI). "Killed" is simulated by a step that raises
+while the undo stack is disabled, so nothing is rolled back, as after SIGKILL.
+A second manager on the same database then recovers. Everything is swept
+afterwards even on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cri.cancel import CallContext
+from cri.db import Database
+from sandbox import build, procs
+from sandbox.build import PodSettings
+from sandbox.cgroup_layout import detect_layout
+from sandbox.cgroups import hierarchy_roots
+from sandbox.manager import PodManager
+from sandbox.mounts import umount_all
+from sandbox.network import PodNetwork
+from sandbox.pod_config import POD, PodConfig, PodMetadata
+from sandbox.record import CREATING
+from sandbox.store import SandboxStore
+from sandbox.teardown import mounts_below
+from sandbox.undo import UndoStack
+
+
+class Killed(BaseException):
+    """Stands for the daemon dying at this point."""
+
+
+class Env:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.parent = f"peapod-test-crash-{secrets.token_hex(3)}"
+        self.settings = PodSettings(pods_dir=base / "pods", default_cgroup_parent=self.parent)
+
+    def manager(self) -> tuple[PodManager, Database]:
+        db = Database(self.base / "state.db")
+        network = PodNetwork(None, str(self.base / "net.d"))  # type: ignore[arg-type]
+        return PodManager(self.settings, SandboxStore(db), network), db
+
+    def cgroup_dirs(self) -> list[Path]:
+        return [r / self.parent for r in hierarchy_roots(detect_layout())
+                if (r / self.parent).exists()]
+
+    def pod_cgroups(self) -> list[Path]:
+        return [p for d in self.cgroup_dirs() for p in d.iterdir() if p.is_dir()]
+
+    def sweep(self) -> None:
+        for d in self.cgroup_dirs():
+            for procs_file in d.rglob("cgroup.procs"):
+                for pid in procs_file.read_text().split():
+                    start = procs.start_time(int(pid))
+                    if start is not None:
+                        procs.kill_and_wait(int(pid), start, 5)
+        for mount_point in sorted(mounts_below(self.base), key=len, reverse=True):
+            umount_all(Path(mount_point))
+        for d in self.cgroup_dirs():
+            for sub in sorted((p for p in d.rglob("*") if p.is_dir()),
+                              key=lambda p: len(p.parts), reverse=True):
+                os.rmdir(sub)
+            os.rmdir(d)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (namespaces, mounts, cgroups)")
+    e = Env(tmp_path)
+    try:
+        yield e
+    finally:
+        e.sweep()
+
+
+def config(name: str) -> PodConfig:
+    return PodConfig(metadata=PodMetadata(name, secrets.token_hex(4), "test"),
+                     host_network=True, pid_mode=POD)
+
+
+@pytest.mark.parametrize("step", ["mount_shm", "write_pod_files", "start_infra", "after_infra"])
+def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
+    env: Env, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    real_start_infra = build.start_infra
+    infra_pids: list[int] = []
+
+    def die(*args: Any, **kw: Any) -> Any:
+        raise Killed(step)
+
+    def infra_then_die(*args: Any, **kw: Any) -> Any:
+        infra = real_start_infra(*args, **kw)
+        infra_pids.append(infra.pid)
+        if step == "after_infra":
+            raise Killed(step)
+        return infra
+
+    monkeypatch.setattr(UndoStack, "rollback", lambda self: [])  # a dead daemon undoes nothing
+    if step == "start_infra":
+        monkeypatch.setattr(build, "start_infra", die)
+    elif step == "after_infra":
+        monkeypatch.setattr(build, "start_infra", infra_then_die)
+    else:
+        monkeypatch.setattr(build, step, die)
+
+    first, db = env.manager()
+    with pytest.raises(Killed):
+        first.run(config("half"), "", CallContext.with_timeout(30))
+    first.close()
+    db.close()
+    assert list((env.settings.pods_dir).iterdir()) != []  # something was left behind
+    monkeypatch.undo()
+
+    second, db = env.manager()
+    try:
+        second.recover()
+        assert second.list() == []
+        assert db.query("SELECT id FROM sandboxes") == []
+        assert list(env.settings.pods_dir.iterdir()) == []
+        assert mounts_below(env.base) == []
+        assert env.pod_cgroups() == []
+        for pid in infra_pids:
+            assert procs.wait_until(lambda: procs.comm(pid) != "catatonit", 5)  # noqa: B023
+        # The daemon works as before.
+        pod = second.run(config("after"), "", CallContext.with_timeout(30))
+        second.remove(pod.id, CallContext.with_timeout(30))
+    finally:
+        second.close()
+        db.close()
+
+
+def test_recovery_unmounts_what_an_unfinished_pod_had_not_recorded_yet(env: Env) -> None:
+    manager, db = env.manager()
+    try:
+        pod_id = secrets.token_hex(32)
+        rec = build.new_record(env.settings, pod_id, config("unrecorded"), "")
+        assert rec.state == CREATING
+        pod_dir = Path(rec.pod_dir)
+        (pod_dir / "shm").mkdir(parents=True)
+        from sandbox.shm import mount_shm
+
+        mount_shm(pod_dir / "shm", 1 << 20)  # mounted, but the daemon died before saving it
+        manager.store.save(rec)
+        manager.recover()
+        assert mounts_below(env.base) == []
+        assert not pod_dir.exists()
+        assert db.query("SELECT id FROM sandboxes") == []
+    finally:
+        manager.close()
+        db.close()
