@@ -61,6 +61,8 @@ class Daemon:
         cfg = self.config
         self.pods.recover()
         self.containers.recover()
+        # Before the CRI socket exists, so a bad metrics address leaves no socket behind.
+        self.metrics_address = self.metrics.serve(cfg.metrics.address)
         sock = Path(cfg.listen)
         _claim_socket(sock)
         limit = cfg.grpc_max_message_bytes
@@ -79,7 +81,6 @@ class Daemon:
         server.start()
         os.chmod(sock, 0o660)
         self._server = server
-        self.metrics_address = self.metrics.serve(cfg.metrics.address)
         log.info(
             "peapod serving",
             extra={"socket": str(sock), "root": cfg.root, "runroot": cfg.runroot,

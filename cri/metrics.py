@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from cri.errors import InvalidArgument
+from cri.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger("peapod.metrics")
 
@@ -94,7 +94,14 @@ class Metrics:
         if not sep or not port_text.isdigit():
             raise InvalidArgument(f"metrics address {address!r} must be HOST:PORT")
         host = host.strip("[]") or "127.0.0.1"
-        server, _thread = start_http_server(int(port_text), addr=host, registry=self.registry)
+        try:
+            server, _thread = start_http_server(int(port_text), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise FailedPrecondition(
+                f"cannot serve metrics on {address} (key metrics.address): "
+                f"{exc.strerror or exc}; free the port, or change or empty metrics.address",
+                reason="METRICS_ADDRESS",
+            ) from None
         self._server = server
         bound = server.server_address
         log.info("metrics served", extra={"address": f"{bound[0]}:{bound[1]}"})

@@ -240,3 +240,23 @@ def test_cli_version_and_config() -> None:
         check=True,
     ).stdout
     assert "root: /tmp/flag-root" in out
+
+
+def test_metrics_port_in_use_fails_at_start_with_a_message() -> None:
+    """A taken metrics port is an operator error: say which address and key, no traceback."""
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    daemon = Peapod(config={"metrics": {"address": f"127.0.0.1:{port}"}})
+    try:
+        proc = subprocess.run(
+            daemon.command(), cwd=REPO, capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert f"127.0.0.1:{port}" in proc.stderr and "metrics.address" in proc.stderr
+        assert not daemon.socket.exists(), "the CRI socket was left behind"
+    finally:
+        busy.close()
+        daemon.cleanup()
