@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -40,7 +41,15 @@ from typing import Any
 
 from cri.cancel import CallContext
 from cri.db import Database
-from cri.errors import DataLoss, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.errors import (
+    DataLoss,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PeapodError,
+    ResourceExhausted,
+)
 from oci.layer_unpack import Compression, unpack_layer
 
 log = logging.getLogger("peapod.images")
@@ -214,8 +223,10 @@ class ImageStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _write_error(exc, path) from None
             raise
         _fsync_dir(path.parent)
 
@@ -796,6 +807,18 @@ def _image_blobs(record: ImageRecord) -> set[str]:
 
 def _sorted_ids(images: dict[str, ImageRecord]) -> list[str]:
     return sorted(image_id.partition(":")[2] for image_id in images)
+
+
+def _write_error(exc: OSError, path: Path) -> PeapodError:
+    """The error for an object of the store that cannot be written (disk full, I/O error)."""
+    what = f"blob {path.parent.name}:{path.name}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(
+            f"no space left storing {what} in the image store {path.parents[2]}: "
+            f"{exc.strerror}; free space there (or remove unused images) and pull again",
+            reason="NO_SPACE",
+        )
+    return Internal(f"cannot store {what} in the image store: {exc}", reason="STORE_WRITE")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -480,3 +480,27 @@ def test_reads_are_fast_and_never_touch_sqlite(env: Env) -> None:
     assert len(env.store.list()) == 200 and env.store.fs_usage().inodes_used == 400
     assert per_call < 0.001, f"{per_call * 1e6:.0f} µs per resolve"
     env.db = Database(env.top / "state.db")  # for the fixture's close
+
+
+def test_a_blob_that_does_not_fit_is_resource_exhausted(env: Env) -> None:
+    """Disk full while storing a manifest or config names the blob, not 'internal error'."""
+    import os
+    import subprocess
+
+    from cri.errors import ResourceExhausted
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    small = env.top / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        store = ImageStore(small / "images", env.db, sync=False)
+        data = b"x" * 256 * 1024
+        with store.lease() as lease, pytest.raises(ResourceExhausted) as info:
+            store.put_blob(sha(data), data, lease)
+        assert sha(data) in info.value.message and "space" in info.value.message
+        assert not store.has_blob(sha(data))
+        assert list((small / "images" / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
