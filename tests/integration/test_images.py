@@ -532,3 +532,32 @@ def _peer_closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def test_sigterm_with_a_pull_in_flight_stops_within_the_grace() -> None:
+    """A pull stuck on a registry neither blocks shutdown past the grace nor leaves files."""
+    with HangingServer(mode="headers") as hang:
+        daemon = Peapod(
+            config={"shutdown_grace": 1.0},
+            registries_conf=f'[[registry]]\nlocation = "{hang.host}"\ninsecure = true\n',
+        )
+        try:
+            daemon.start()
+            future = daemon.images.PullImage.future(
+                pb.PullImageRequest(image=pb.ImageSpec(image=f"{hang.host}/busybox:latest"))
+            )
+            deadline = time.monotonic() + 10
+            while not hang.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hang.requests, "the pull never reached the stalled registry"
+            assert daemon.proc is not None
+            daemon.proc.send_signal(15)
+            start = time.monotonic()
+            code = daemon.proc.wait(15)
+            assert time.monotonic() - start < 8, "shutdown waited far past shutdown_grace"
+            assert code == 0, daemon.log_tail()
+            with pytest.raises(grpc.RpcError):
+                future.result(timeout=5)
+            assert tmp_entries(daemon) == []
+        finally:
+            daemon.cleanup()
