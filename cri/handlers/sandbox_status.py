@@ -34,7 +34,8 @@ class _ItemCache:
             hit = self._items.get(rec.id)
             if hit is None or hit[0] is not rec:
                 hit = (rec, sandbox_convert.to_pb_sandbox(rec))
-                self._items[rec.id] = hit
+                with self._lock:  # the pruning below iterates the dict
+                    self._items[rec.id] = hit
             out.append(hit[1])
         if len(self._items) > 2 * live + 64:  # forget removed pods now and then
             with self._lock:
