@@ -110,9 +110,16 @@ class ImageService:
         key = (_stat_key(s.registries_conf), _dir_key(s.registries_conf_dir))
         with self._conf_lock:
             if self._conf is None or key != self._conf_key:
-                self._conf = registries_conf.load(
-                    s.registries_conf, s.registries_conf_dir, list(s.default_search)
-                )
+                try:
+                    self._conf = registries_conf.load(
+                        s.registries_conf, s.registries_conf_dir, list(s.default_search)
+                    )
+                except InvalidArgument as exc:
+                    # The node's configuration is broken, not the caller's request.
+                    raise FailedPrecondition(
+                        f"{exc.message}; fix it (pulls and short-name lookups fail until then)",
+                        reason="REGISTRIES_CONF",
+                    ) from None
                 self._conf_key = key
             return self._conf
 
