@@ -35,6 +35,9 @@ _DIGEST_HEX_LEN = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+_IMAGE_ID = re.compile(r"(sha256:)?[a-f0-9]{64}")
+
+
 def _bad(text: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"invalid image reference {text!r}: {why}")
 
@@ -238,6 +241,12 @@ def parse_short(text: str) -> ShortName:
         raise _bad(text, "it has leading or trailing whitespace")
     if not is_short_name(text):
         raise _bad(text, "it names a registry; it is not a short name")
+    if _IMAGE_ID.fullmatch(text):
+        raise _bad(
+            text,
+            "it is an image ID, not a name; images are pulled by name (repo:tag or "
+            "repo@digest), and one already present is found by ID",
+        )
     name, tag, digest = _split(text)
     validate_path(name, text)
     _check_parts(text, tag, digest)

@@ -136,3 +136,12 @@ def test_parse_short() -> None:
         parse_short("BusyBox")
     with pytest.raises(InvalidArgument, match="not a short name"):
         parse_short("quay.io/a")
+
+
+@pytest.mark.parametrize("text", ["a" * 64, "sha256:" + "a" * 64])
+def test_an_image_id_is_not_a_short_name_to_pull(text: str) -> None:
+    """Docker refuses 64-hex names; pulling an ID must not ask docker.io for library/<hex>."""
+    with pytest.raises(InvalidArgument, match="image ID"):
+        parse_short(text)
+    assert parse_short("a" * 63).path == "a" * 63
+    assert parse_short("sha256:v1").tag == "v1"
