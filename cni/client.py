@@ -63,6 +63,15 @@ class _GcGate:
             self._cond.notify_all()
 
 
+def add_left_state(err: BaseException) -> bool:
+    """True if ``err`` is a failed ADD whose rollback DEL failed too (state may remain)."""
+    while err is not None:
+        if getattr(err, "add_left_state", False):
+            return True
+        err = err.__cause__  # type: ignore[assignment]
+    return False
+
+
 def _with_note(err: PeapodError, note: str) -> PeapodError:
     """A copy of ``err`` (same class, reason and cause) with ``note`` appended."""
     copy = type(err)(f"{err.message}; {note}", reason=err.reason)
@@ -165,7 +174,9 @@ class CNIClient:
             except PeapodError as del_err:
                 problems.append(del_err.message)
         if problems:
-            return _with_note(err, "rolling back with DEL also failed: " + "; ".join(problems))
+            noted = _with_note(err, "rolling back with DEL also failed: " + "; ".join(problems))
+            noted.add_left_state = True  # type: ignore[attr-defined]
+            return noted
         return _with_note(err, f"rolled back with DEL of the {failed + 1} plugin(s) run")
 
     # -- DEL / CHECK ----------------------------------------------------------

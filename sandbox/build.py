@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cni import NetworkConfig
+from cni.client import add_left_state
 from cri.cancel import CallContext
 from cri.errors import PeapodError
 from sandbox.cgroup_paths import SYSTEMD
@@ -173,7 +174,14 @@ class PodBuild:
         started = time.monotonic()
         for index, (net, runtime) in enumerate(plans):
             ctx.check()
-            attachment = self.network.attach(net, runtime, ctx)
+            try:
+                attachment = self.network.attach(net, runtime, ctx)
+            except PeapodError as exc:
+                if add_left_state(exc):
+                    # ADD's own rollback DEL failed: DEL again from the recorded entry when
+                    # undoing, and keep the pod (netns pinned) if that fails too.
+                    self.undo.push(f"CNI ADD of {net.name}", self._undo_attach(index))
+                raise
             entries[index] = attachment.to_dict()
             self._set(attachments=list(entries))
             self.undo.push(f"CNI ADD of {net.name}", self._undo_attach(index))

@@ -421,6 +421,29 @@ def test_failing_plugin_is_named_and_rolled_back(flaky: PodEnv) -> None:
     flaky.remove(pod)
 
 
+def test_failed_add_whose_rollback_del_fails_keeps_the_pod_until_del_works(
+    flaky: PodEnv,
+) -> None:
+    flaky.marker("fail-add")
+    flaky.marker("fail-del")
+    config = flaky.config("unrolled")
+    err = code_of(lambda: flaky.run(config))
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert "forced failure" in err.details() and "kept NOTREADY" in err.details()
+    # The network namespace stays pinned with the attachment recorded, so DEL can still run.
+    (kept,) = [p for p in flaky.list() if p.metadata.name == config.metadata.name]
+    assert kept.state == pb.SANDBOX_NOTREADY
+    info = flaky.info(kept.id)
+    assert info["pendingNetworkTeardown"] is True and Path(info["netns"]).exists()
+    assert [a["ifname"] for a in info["cni"]] == ["lo", "eth0"]
+    flaky.unmark("fail-add")
+    flaky.unmark("fail-del")
+    assert procs.wait_until(lambda: not flaky.info(kept.id)["pendingNetworkTeardown"], 15)
+    flaky.remove(kept.id)
+    assert flaky.leases() == [] and flaky.mounts() == [] and flaky.firewall_lines() == []
+    assert flaky.db_rows() == []
+
+
 def test_failed_del_is_retried_in_the_background(flaky: PodEnv) -> None:
     pod = flaky.run(flaky.config("sticky", pid=pb.CONTAINER))
     ip = flaky.status(pod).status.network.ip

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cni.attachment import Attachment
-from cni.client import CNIClient
+from cni.client import CNIClient, add_left_state
 from cni.netconf import NetworkConfig, parse_network
 from cni.plugin_exec import plugin_failure
 from cni.runtime_conf import RuntimeConf, k8s_args
@@ -375,3 +375,19 @@ def test_restored_attachment_deletes_with_recorded_config(fakes: Fakes) -> None:
     fakes.client.delete(restored, ctx())
     assert fakes.order() == [("two", "DEL"), ("one", "DEL")]
     assert fakes.calls()[0]["conf"]["prevResult"] == json.loads(stored)["result"]
+
+
+def test_add_left_state_tells_a_failed_rollback_from_a_clean_one(fakes: Fakes) -> None:
+    clean = fakes.network(fakes.plugin("one"),
+                          fakes.plugin("two", ADD={"exit": 1, "stdout": {"code": 11}}))
+    with pytest.raises(Unavailable) as info:
+        fakes.client.add(clean, runtime(), ctx())
+    assert not add_left_state(info.value)
+    dirty = fakes.network(fakes.plugin("one", DEL={"exit": 1, "stdout": {"code": 5}}),
+                          fakes.plugin("two", ADD={"exit": 1, "stdout": {"code": 11}}))
+    with pytest.raises(Unavailable) as info:
+        fakes.client.add(dirty, runtime(), ctx())
+    assert add_left_state(info.value)
+    wrapped = Internal("outer")
+    wrapped.__cause__ = info.value
+    assert add_left_state(wrapped)
