@@ -238,15 +238,37 @@ class ContainerManager:
         """Bring a created/running record in line with its monitor and process."""
         if self._read_exit(rec) is not None:
             self._record_exit(rec.id)
-        elif _alive(rec.monitor_pid, rec.monitor_start):
             return
-        elif _alive(rec.pid, rec.pid_start):
+        if rec.state == CREATED and rec.started_at and _alive(rec.pid, rec.pid_start):
+            self._settle_start(rec)
+        if _alive(rec.monitor_pid, rec.monitor_start):
+            return
+        if _alive(rec.pid, rec.pid_start):
             log.warning(
                 "container runs without its monitor; its exit will not be noticed",
                 extra={"container": rec.id, "monitor_pid": rec.monitor_pid},
             )
         else:
             self._mark_lost(rec.id, "the container and its monitor are gone; exit status unknown")
+
+    def _settle_start(self, rec: ContainerRecord) -> None:
+        """The daemon died during a start (started_at is stored first): ask the runtime."""
+        try:
+            found = runtime_cli.state(self.handlers.get(rec.runtime_handler), rec.id)
+        except PeapodError as exc:
+            log.warning("cannot tell whether an interrupted start ran",
+                        extra={"container": rec.id, "error": exc.message})
+            return
+        status = (found or {}).get("status")
+        if status in ("running", "paused"):
+            log.info("an interrupted start did run the container", extra={"container": rec.id})
+            self.store.update(
+                rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None
+            )
+        elif status == "created":
+            self.store.update(
+                rec.id, lambda cur: replace(cur, started_at=0) if cur.state == CREATED else None
+            )
 
     # ---- exits ---------------------------------------------------------------
     def handle_exit(self, ctr_id: str) -> None:
@@ -377,6 +399,14 @@ class ContainerManager:
             try:
                 runtime_cli.start(handler, rec.id, ctx)
             except PeapodError as exc:
+                # The record will say exited: make that true. A start that timed out
+                # may have started the process, and a failed one leaves runc's init
+                # and conmon waiting. (No ctx: the caller's may be spent already.)
+                try:
+                    runtime_cli.kill(handler, rec.id, signal.SIGKILL, all_processes=True)
+                except PeapodError as kill_exc:
+                    log.warning("could not kill a container whose start failed",
+                                extra={"container": rec.id, "error": kill_exc.message})
                 self._finish(rec.id, 128, time.time_ns(), "StartError", exc.message)
                 raise
             self.store.update(

@@ -83,7 +83,9 @@ class ExitWatcher:
             self._deliver(name)
 
     def _deliver(self, name: str) -> None:
-        if not name or name.startswith("."):
+        # conmon's temporary files (<id>.XXXXXX, renamed to <id> when written) are
+        # not exits: handing one over would get it deleted as stale before the rename.
+        if not name or "." in name:
             return
         try:
             self._on_exit(name)
@@ -107,7 +109,7 @@ class ExitWatcher:
             for mask, name in parse_events(buf):
                 if mask & IN_Q_OVERFLOW:
                     self.rescan()
-                elif "." not in name:  # conmon's temporary files carry a suffix
+                else:
                     self._deliver(name)
 
     def close(self) -> None:

@@ -1,0 +1,212 @@
+"""ContainerManager failure and recovery paths, against a scripted fake runtime.
+
+The fake runtime logs each command and answers as told by a JSON file named
+after the command (``rc``, ``stdout``, ``stderr``). A ``sleep`` child stands in
+for both the container process and its conmon, so liveness checks see a live
+process with the right start time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conmon import procs
+from cri.cancel import CallContext
+from cri.db import Database
+from cri.errors import Internal
+from oci.container_manager import ContainerManager, ContainerSettings
+from oci.container_record import CREATED, EXITED, RUNNING, ContainerRecord
+from oci.container_store import ContainerStore
+from oci.exit_watcher import ExitWatcher
+from oci.runtime_handlers import RuntimeHandler, RuntimeHandlers
+
+POD = "f" * 64
+CTR = "c" * 64
+
+FAKE = """#!{python}
+import json, os, sys
+args = [a for a in sys.argv[1:] if not a.startswith("--root=")]
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(" ".join(args) + "\\n")
+answer = os.path.join(os.environ["FAKE_DIR"], args[0])
+if os.path.exists(answer):
+    with open(answer) as f:
+        spec = json.load(f)
+    sys.stdout.write(spec.get("stdout", ""))
+    if spec.get("stderr"):
+        sys.stderr.write('time="x" level=error msg="' + spec["stderr"] + '"\\n')
+    sys.exit(spec.get("rc", 0))
+"""
+
+
+class _Layers:
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release(self, holder: str) -> None:
+        self.released.append(holder)
+
+
+class _Images:
+    def __init__(self) -> None:
+        self.store = _Layers()
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.answers = tmp / "answers"
+        self.answers.mkdir()
+        self.log = tmp / "runtime.log"
+        script = tmp / "fake-runtime"
+        script.write_text(FAKE.format(python=sys.executable))
+        script.chmod(0o755)
+        env = {"FAKE_LOG": str(self.log), "FAKE_DIR": str(self.answers),
+               "PATH": os.environ.get("PATH", "")}  # fmt: skip
+        handler = RuntimeHandler("fake", str(script), str(tmp / "root"), "/bin/false", env, 5.0)
+        self.settings = ContainerSettings(
+            containers_dir=tmp / "containers", bundles_dir=tmp / "bundles",
+            exit_dir=tmp / "exits", socket_dir=tmp / "sockets", exec_dir=tmp / "exec",
+        )  # fmt: skip
+        db = Database(tmp / "state.db")
+        with db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO sandboxes (id, name, state, created_at, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (POD, "k8s_pod", "ready", 1, "{}"),
+            )
+        self.store = ContainerStore(db)
+        self.images = _Images()
+        self.mgr = ContainerManager(
+            self.settings, self.store, RuntimeHandlers({"fake": handler}, "fake"),
+            self.images, None,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def answer(self, command: str, rc: int = 0, stdout: str = "", stderr: str = "") -> None:
+        (self.answers / command).write_text(
+            json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr})
+        )
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def live_process(self) -> tuple[int, int]:
+        child = subprocess.Popen(["sleep", "60"])
+        self.children.append(child)
+        ticks = None
+        while ticks is None:
+            ticks = procs.start_ticks(child.pid)
+        return child.pid, ticks
+
+    def record(self, state: str, **changes: Any) -> ContainerRecord:
+        pid, ticks = self.live_process()
+        rec = ContainerRecord(
+            id=CTR, sandbox_id=POD, name="k8s_c_p_ns_uid_0", metadata_name="c", attempt=0,
+            state=state, created_at=time.time_ns(), runtime_handler="fake", image="busybox",
+            image_id="sha256:1", image_ref="sha256:1",
+            bundle=str(self.settings.bundles_dir / CTR),
+            storage_dir=str(self.settings.containers_dir / CTR),
+            log_path=str(self.tmp / "c.log"),
+            pid=pid, pid_start=ticks, monitor_pid=pid, monitor_start=ticks,
+        )  # fmt: skip
+        rec = replace(rec, **changes)
+        self.store.insert(rec)
+        return rec
+
+    def close(self) -> None:
+        self.mgr.close()
+        for child in self.children:
+            child.kill()
+            child.wait()
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+# ---- StartContainer failures ---------------------------------------------------
+
+
+def test_failed_start_kills_what_the_record_says_exited(h: Harness) -> None:
+    """A start that failed (or timed out after runc did its work) must not leave the
+    container's process running behind a record that says it exited."""
+    h.record(CREATED)
+    h.answer("start", rc=1, stderr="exec format error")
+    with pytest.raises(Internal, match="exec format error"):
+        h.mgr.start(CTR, CallContext.with_timeout(10))
+    rec = h.store.get(CTR)
+    assert rec is not None
+    assert (rec.state, rec.reason) == (EXITED, "StartError")
+    assert f"kill --all {CTR} 9" in h.calls()
+
+
+# ---- restart recovery ---------------------------------------------------------
+
+
+def test_recover_finds_a_start_the_daemon_died_in(h: Harness) -> None:
+    """The daemon was killed after runc start but before it stored "running"."""
+    h.record(CREATED, started_at=time.time_ns() - 10**9)
+    h.answer("state", stdout=json.dumps({"id": CTR, "status": "running"}))
+    h.mgr.recover()
+    rec = h.store.get(CTR)
+    assert rec is not None and rec.state == RUNNING
+
+
+def test_recover_keeps_a_container_whose_start_never_ran(h: Harness) -> None:
+    h.record(CREATED, started_at=time.time_ns() - 10**9)
+    h.answer("state", stdout=json.dumps({"id": CTR, "status": "created"}))
+    h.mgr.recover()
+    rec = h.store.get(CTR)
+    assert rec is not None
+    assert (rec.state, rec.started_at) == (CREATED, 0)
+
+
+def test_recover_asks_the_runtime_only_about_attempted_starts(h: Harness) -> None:
+    h.record(CREATED)
+    h.mgr.recover()
+    rec = h.store.get(CTR)
+    assert rec is not None and rec.state == CREATED
+    assert not any(c.startswith("state") for c in h.calls())
+
+
+# ---- exit watching ---------------------------------------------------------------
+
+
+def test_rescan_leaves_conmons_temporary_exit_files_alone(tmp_path: Path) -> None:
+    """conmon writes <id>.XXXXXX, then renames it to <id>; a rescan (at start-up or
+    after an inotify overflow) must not hand the temporary name over, or the handler
+    deletes it as stale and conmon's rename - the exit - is lost."""
+    (tmp_path / f"{CTR}.Ab12Cd").write_text("0")
+    (tmp_path / ("d" * 64)).write_text("0")
+    seen: list[str] = []
+    got = threading.Event()
+
+    def on_exit(name: str) -> None:
+        seen.append(name)
+        got.set()
+
+    watcher = ExitWatcher(str(tmp_path), on_exit)
+    watcher.start()
+    try:
+        assert got.wait(5)
+        watcher.rescan()
+    finally:
+        watcher.close()
+    assert seen == ["d" * 64, "d" * 64]
