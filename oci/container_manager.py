@@ -161,6 +161,28 @@ def _wait_dead(pid: int, start: int, seconds: float) -> bool:
     return True
 
 
+def _applied(old: dict[str, Any], new: Resources) -> dict[str, Any]:
+    """The limits in force after ``runtime update`` with ``new`` on top of ``old``.
+
+    Zero or empty fields are not sent, so the runtime leaves those limits as they
+    were (the kubelet's CPU manager sends nothing but ``cpuset_cpus``); unified
+    keys and hugepage sizes are set one by one; oom_score_adj is no cgroup limit.
+    """
+    out = dict(old)
+    for key, value in asdict(new).items():
+        if key == "oom_score_adj":
+            continue
+        if key == "unified" and value:
+            out[key] = {**old.get(key, {}), **value}
+        elif key == "hugepage_limits" and value:
+            sizes = {h["page_size"]: h for h in old.get(key, [])}
+            sizes.update({h["page_size"]: h for h in value})
+            out[key] = list(sizes.values())
+        elif value:
+            out[key] = value
+    return out
+
+
 class ContainerManager:
     """Owns every container of the daemon."""
 
@@ -607,7 +629,9 @@ class ContainerManager:
             oci = linux_resources(res, self.facts, [])
             oci.pop("devices", None)
             runtime_cli.update(self.handlers.get(rec.runtime_handler), rec.id, oci, ctx)
-            self.store.update(rec.id, lambda cur: replace(cur, resources=asdict(res)))
+            self.store.update(
+                rec.id, lambda cur: replace(cur, resources=_applied(cur.resources, res))
+            )
 
     def reopen_log(self, id_or_prefix: str) -> None:
         """Have conmon reopen the container's log file (after the kubelet rotated it)."""

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from conmon import procs
 from cri.cancel import CallContext
 from cri.db import Database
 from cri.errors import Internal
+from oci.container_config import DaemonFacts, Resources
 from oci.container_manager import ContainerManager, ContainerSettings
 from oci.container_record import CREATED, EXITED, RUNNING, ContainerRecord
 from oci.container_store import ContainerStore
@@ -155,6 +156,33 @@ def test_failed_start_kills_what_the_record_says_exited(h: Harness) -> None:
     assert rec is not None
     assert (rec.state, rec.reason) == (EXITED, "StartError")
     assert f"kill --all {CTR} 9" in h.calls()
+
+
+# ---- UpdateContainerResources ------------------------------------------------
+
+
+def test_partial_update_keeps_the_limits_it_did_not_change(h: Harness) -> None:
+    """The kubelet's CPU manager sends only cpuset_cpus; runc leaves the other limits
+    alone, so ContainerStatus must keep reporting them ("limits currently applied")."""
+    h.mgr.facts = DaemonFacts(bounding_set=frozenset(), cgroup_v2=True)
+    before = asdict(Resources(cpu_shares=512, cpu_quota=50000, cpu_period=100000,
+                              memory_limit_in_bytes=64 << 20, oom_score_adj=500,
+                              unified={"memory.high": "1"}))  # fmt: skip
+    h.record(RUNNING, resources=before)
+    h.mgr.update_resources(CTR, Resources(cpuset_cpus="0"), CallContext.with_timeout(10))
+    assert f"update --resources - {CTR}" in h.calls()
+    rec = h.store.get(CTR)
+    assert rec is not None
+    assert rec.resources == {**before, "cpuset_cpus": "0"}
+
+    h.mgr.update_resources(CTR, Resources(memory_limit_in_bytes=32 << 20, oom_score_adj=-5,
+                                          unified={"memory.low": "2"}),
+                           CallContext.with_timeout(10))  # fmt: skip
+    rec = h.store.get(CTR)
+    assert rec is not None
+    # oom_score_adj is no cgroup limit: runc update does not change it.
+    assert rec.resources == {**before, "cpuset_cpus": "0", "memory_limit_in_bytes": 32 << 20,
+                             "unified": {"memory.high": "1", "memory.low": "2"}}  # fmt: skip
 
 
 # ---- restart recovery ---------------------------------------------------------
