@@ -242,7 +242,7 @@ class ContainerManager:
                 if rec.state == CREATING:
                     log.warning("removing a container left half-created", extra={"container":
                                                                                  rec.id})
-                    self.teardown(rec)
+                    self._teardown_half_created(rec)
                     self.store.delete(rec.id)
                 elif rec.state in (CREATED, RUNNING):
                     self._reconcile(rec)
@@ -251,6 +251,28 @@ class ContainerManager:
                                                                   "error": exc.message})
         self._watcher.start()
         log.info("containers recovered", extra={"count": len(self.store.all())})
+
+    def _teardown_half_created(self, rec: ContainerRecord) -> None:
+        """Tear down a "creating" record's leftovers; if that fails, make it removable.
+
+        A "creating" record is invisible, so RemoveContainer could not reach it and
+        it would hold the container's name; as an exited one the kubelet removes it.
+        """
+        try:
+            self.teardown(rec)
+        except PeapodError as exc:
+            message = (f"creation was interrupted and cleanup is incomplete: {exc.message}; "
+                       "remove the container to retry")  # fmt: skip
+            finished = time.time_ns()
+
+            def failed(cur: ContainerRecord) -> ContainerRecord | None:
+                if cur.state != CREATING:
+                    return None
+                return replace(cur, state=EXITED, exit_code=UNKNOWN_EXIT, finished_at=finished,
+                               reason="CreateError", message=message)  # fmt: skip
+
+            self.store.update(rec.id, failed)
+            raise
 
     def close(self) -> None:
         """Stop watching exits (containers and their monitors keep running)."""

@@ -27,7 +27,7 @@ from cri.db import Database
 from cri.errors import Internal
 from oci.container_config import DaemonFacts, Resources
 from oci.container_manager import ContainerManager, ContainerSettings
-from oci.container_record import CREATED, EXITED, RUNNING, ContainerRecord
+from oci.container_record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container_store import ContainerStore
 from oci.exit_watcher import ExitWatcher
 from oci.runtime_handlers import RuntimeHandler, RuntimeHandlers
@@ -204,6 +204,24 @@ def test_recover_keeps_a_container_whose_start_never_ran(h: Harness) -> None:
     rec = h.store.get(CTR)
     assert rec is not None
     assert (rec.state, rec.started_at) == (CREATED, 0)
+
+
+def test_recover_keeps_a_half_created_container_it_cannot_clean_up_removable(h: Harness) -> None:
+    """If tearing down a half-created container fails at start-up, its record must not
+    stay "creating": that is invisible, so RemoveContainer cannot reach it, and it
+    holds the container's name until the next restart."""
+    rec = h.record(CREATING, monitor_pid=0, monitor_start=0)
+    h.answer("delete", rc=1, stderr="device or resource busy")
+    h.mgr.recover()
+    got = h.store.get(CTR)
+    assert got is not None
+    assert (got.state, got.reason, got.exit_code) == (EXITED, "CreateError", 255)
+    assert "device or resource busy" in got.message
+    assert h.mgr.status(CTR).id == CTR
+    (h.answers / "delete").unlink()
+    h.mgr.remove(CTR, None)
+    assert h.store.get(CTR) is None
+    assert not Path(rec.bundle).exists()
 
 
 def test_recover_asks_the_runtime_only_about_attempted_starts(h: Harness) -> None:
