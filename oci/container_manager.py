@@ -443,15 +443,16 @@ class ContainerManager:
             try:
                 runtime_cli.start(handler, rec.id, ctx)
             except PeapodError as exc:
-                # The record will say exited: make that true. A start that timed out
-                # may have started the process, and a failed one leaves runc's init
-                # and conmon waiting. (No ctx: the caller's may be spent already.)
+                self._finish(rec.id, 128, time.time_ns(), "StartError", exc.message)
+                # The record says exited (first, so the kill's exit does not replace the
+                # reason): make that true. A start that timed out may have started the
+                # process, and a failed one leaves runc's init and conmon waiting.
+                # No ctx: the caller's may be spent already.
                 try:
                     runtime_cli.kill(handler, rec.id, signal.SIGKILL, all_processes=True)
                 except PeapodError as kill_exc:
                     log.warning("could not kill a container whose start failed",
                                 extra={"container": rec.id, "error": kill_exc.message})
-                self._finish(rec.id, 128, time.time_ns(), "StartError", exc.message)
                 raise
             self.store.update(
                 rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None

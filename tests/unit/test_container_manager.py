@@ -44,6 +44,13 @@ answer = os.path.join(os.environ["FAKE_DIR"], args[0])
 if os.path.exists(answer):
     with open(answer) as f:
         spec = json.load(f)
+    for path, text in spec.get("write", {{}}).items():
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+    if spec.get("sleep"):
+        import time
+        time.sleep(spec["sleep"])
     sys.stdout.write(spec.get("stdout", ""))
     if spec.get("stderr"):
         sys.stderr.write('time="x" level=error msg="' + spec["stderr"] + '"\\n')
@@ -95,9 +102,10 @@ class Harness:
         )  # fmt: skip
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def answer(self, command: str, rc: int = 0, stdout: str = "", stderr: str = "") -> None:
+    def answer(self, command: str, rc: int = 0, stdout: str = "", stderr: str = "",
+               **more: Any) -> None:  # fmt: skip
         (self.answers / command).write_text(
-            json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr})
+            json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr, **more})
         )
 
     def calls(self) -> list[str]:
@@ -156,6 +164,22 @@ def test_failed_start_kills_what_the_record_says_exited(h: Harness) -> None:
     assert rec is not None
     assert (rec.state, rec.reason) == (EXITED, "StartError")
     assert f"kill --all {CTR} 9" in h.calls()
+
+
+def test_failed_start_keeps_its_reason_when_the_kill_exit_is_seen_first(h: Harness) -> None:
+    """The exit that the clean-up kill causes must not replace StartError."""
+    h.record(CREATED)
+    h.settings.exit_dir.mkdir()
+    h.answer("start", rc=1, stderr="exec format error")
+    # conmon reports the kill's exit; the runtime returns only after the watcher saw it.
+    h.answer("kill", write={str(h.settings.exit_dir / CTR): "137"}, sleep=0.5)
+    h.mgr._watcher.start()
+    with pytest.raises(Internal):
+        h.mgr.start(CTR, CallContext.with_timeout(10))
+    rec = h.store.get(CTR)
+    assert rec is not None
+    assert (rec.state, rec.reason, rec.exit_code) == (EXITED, "StartError", 128)
+    assert "exec format error" in rec.message
 
 
 # ---- UpdateContainerResources ------------------------------------------------
