@@ -681,6 +681,10 @@ def test_daemon_kill_and_restart_keeps_containers(env: Env, busybox: str) -> Non
     assert all(procs.is_alive(p) for p in [*monitors.values(), *pids.values()])
     (env.flags / "down").touch()
     wait_for(lambda: not procs.is_alive(pids[while_down]), what="exit while down")
+    # conmon records the exit just after reaping; on a busy host that can trail the
+    # process's end, and the daemon must find it at start-up, not later.
+    persisted = env.peapod.root / "containers" / while_down / "userdata" / "exit"
+    wait_for(persisted.exists, what="conmon to record the exit")
     env.peapod.start()
 
     st = env.status(while_down).status
