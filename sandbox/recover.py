@@ -1,8 +1,17 @@
 """Loading the pods back after a daemon restart (or a reboot).
 
+Recovery runs before the socket is served, so it never waits on a CNI plugin:
+it reads every record and checks local state only, and hands every DEL to the
+pod manager's background retrier.
+
 For each stored pod: a pod that was still being built when the daemon died
-is taken apart (DEL from its recorded attachments, then everything local);
-a pod whose pinned namespaces or shm vanished (a reboot empties the run
+is taken apart: at once if it has no recorded attachments (local resources
+only); otherwise it is shown NOTREADY with its DEL pending and its name
+reserved, and the background retrier runs DEL from its recorded attachments
+and then removes everything (its row stays "creating" until then, so a restart
+in between takes it apart again). Remove by a caller meanwhile waits for the
+pod's lock and runs the DEL itself, as for any pod with a pending DEL. A pod
+whose pinned namespaces or shm vanished (a reboot empties the run
 directory) or whose infra process is no longer the same process (pid and
 start time) is marked NOTREADY; a pod whose network namespace is gone gets
 its DEL queued at once (so host-local releases its IP); pending DELs are
@@ -17,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cri.cancel import CallContext
-from cri.errors import PeapodError
+from cri.errors import DeadlineExceeded, PeapodError
 from sandbox import procs
 from sandbox.infra import INFRA_LOG, STOP_TIMEOUT, InfraProcess
 from sandbox.mounts import MOUNTINFO, parse_mountinfo, umount_all
@@ -38,15 +47,17 @@ def recover_pods(manager: PodManager) -> None:
     for pod_id, problem in broken:
         log.error("skipping unreadable pod record", extra={"pod": pod_id, "error": problem})
     mounts = {e.mount_point: e.fstype for e in parse_mountinfo(MOUNTINFO.read_text())}
-    counts = {"ready": 0, "notready": 0, "discarded": 0}
+    counts = {"ready": 0, "notready": 0, "discarded": 0, "unfinished": 0}
     for rec in records:
         try:
             if rec.state == CREATING:
-                kept = _discard_unfinished(manager, rec)
-                if kept is None:
+                if not rec.attachments:
+                    _discard_local(manager, rec)
                     counts["discarded"] += 1
                     continue
-                rec = kept
+                _adopt_unfinished(manager, rec, mounts)
+                counts["unfinished"] += 1
+                continue
             rec, pending = _check(rec, mounts)
             if rec.state == READY:
                 rec = replace(rec, ips=_ips(rec))
@@ -94,21 +105,72 @@ def _check(rec: SandboxRecord, mounts: dict[str, str]) -> tuple[SandboxRecord, b
     return replace(rec, **changes), pending  # type: ignore[arg-type]
 
 
-def _discard_unfinished(manager: PodManager, rec: SandboxRecord) -> SandboxRecord | None:
-    """Take apart a pod whose build was interrupted; if its DEL fails, the kept record."""
+def _discard_local(manager: PodManager, rec: SandboxRecord) -> None:
+    """Take apart an interrupted build that never reached the network (no CNI call)."""
     log.warning("taking apart a pod whose creation was interrupted", extra={"pod": rec.id})
-    if rec.attachments:
-        ctx = CallContext.with_timeout(manager.settings.teardown_timeout, "CNI DEL")
-        try:
-            manager.network.detach_all(rec.attachments, ctx)
-        except PeapodError as exc:
-            kept = replace(rec, state=NOTREADY, pending_network_teardown=True,
-                           network_error=exc.message)
-            return kept
     _release_unrecorded(rec)
-    release_local(replace(rec, attachments=[]))
+    release_local(rec)
     manager.store.delete_row(rec.id)
-    return None
+
+
+def _adopt_unfinished(manager: PodManager, rec: SandboxRecord, mounts: dict[str, str]) -> None:
+    """Show an interrupted build NOTREADY and queue its DEL and removal in the background.
+
+    Only the in-memory snapshot says NOTREADY: the row stays "creating" until the
+    pod is gone, so a restart before that takes it apart again.
+    """
+    log.warning("taking apart a pod whose creation was interrupted (CNI DEL in the "
+                "background)", extra={"pod": rec.id})
+    checked, _ = _check(replace(rec, state=NOTREADY), mounts)
+    shown = replace(checked, ips=[], pending_network_teardown=True)
+    manager.adopt(shown, pending=False)
+    pod_id = rec.id
+    # The manager's own retrier (recovery is part of the pod manager), so close() stops it.
+    manager._retrier.schedule(pod_id, delay=0, attempt=lambda: _take_apart(manager, pod_id))
+
+
+def _take_apart(manager: PodManager, pod_id: str) -> bool:
+    """One background attempt at removing an interrupted build; True once it is gone.
+
+    DEL first (the network namespace stays pinned until it succeeds); a failed
+    DEL is noted on the snapshot only and retried with backoff. Then what the
+    build made before its record listed it, and RemovePodSandbox's own steps
+    (which also free the name).
+    """
+    from sandbox.manager import LOCK_POLL
+
+    rec = manager.store.get(pod_id)
+    if rec is None:
+        return True
+    try:
+        with manager.lock(pod_id, CallContext.with_timeout(LOCK_POLL * 2)):
+            rec = manager.store.get(pod_id)
+            if rec is None:
+                return True
+            if rec.attachments:
+                ctx = CallContext.with_timeout(manager.settings.teardown_timeout,
+                                               f"CNI DEL of {pod_id}")
+                try:
+                    manager.network.detach_all(rec.attachments, ctx)
+                except PeapodError as exc:
+                    log.warning("CNI DEL of an interrupted pod failed; retrying",
+                                extra={"pod": pod_id, "error": exc.message})
+                    manager.store.publish(replace(rec, network_error=exc.message))
+                    return False
+                rec = replace(rec, attachments=[], ips=[], pending_network_teardown=False,
+                              network_error="")
+                manager.store.publish(rec)
+            _release_unrecorded(rec)
+            manager.remove(pod_id, CallContext.with_timeout(manager.settings.teardown_timeout,
+                                                            f"removal of pod {pod_id}"))
+    except DeadlineExceeded:
+        return False  # the pod is busy (e.g. a caller's Stop or Remove); try again later
+    except PeapodError as exc:
+        log.error("cannot take apart an interrupted pod; retrying",
+                  extra={"pod": pod_id, "error": exc.message})
+        return False
+    log.info("interrupted pod taken apart", extra={"pod": pod_id})
+    return True
 
 
 def _release_unrecorded(rec: SandboxRecord) -> None:

@@ -2,7 +2,10 @@
 
 One thread serves every scheduled key. ``attempt(key)`` returns True when the
 work is done (or no longer needed) and False to try again later; the delay
-doubles from ``base`` up to ``cap``.
+doubles from ``base`` up to ``cap``. A key may be scheduled with its own
+attempt function instead (restart recovery uses this to take apart a pod whose
+build was interrupted: DEL, then everything local); it serves that key until it
+succeeds or the key is forgotten.
 """
 
 from __future__ import annotations
@@ -28,15 +31,24 @@ class BackgroundRetrier:
         self._name = name
         self._cond = threading.Condition()
         self._due: dict[str, tuple[float, float]] = {}  # key -> (when, next delay)
+        self._own: dict[str, Callable[[], bool]] = {}  # key -> its own attempt function
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def schedule(self, key: str, delay: float | None = None) -> None:
-        """Try ``key`` after ``delay`` seconds (default ``base``); keeps an earlier time."""
+    def schedule(
+        self, key: str, delay: float | None = None, attempt: Callable[[], bool] | None = None,
+    ) -> None:
+        """Try ``key`` after ``delay`` seconds (default ``base``); keeps an earlier time.
+
+        With ``attempt``, that function (not the shared one) serves ``key`` until it
+        returns True or the key is forgotten; a later schedule without one keeps it.
+        """
         first = self._base if delay is None else delay
         with self._cond:
             if self._closed:
                 return
+            if attempt is not None:
+                self._own[key] = attempt
             when = time.monotonic() + first
             current = self._due.get(key)
             if current is None or current[0] > when:
@@ -49,6 +61,7 @@ class BackgroundRetrier:
     def forget(self, key: str) -> None:
         with self._cond:
             self._due.pop(key, None)
+            self._own.pop(key, None)
 
     def pending(self) -> list[str]:
         with self._cond:
@@ -63,8 +76,8 @@ class BackgroundRetrier:
         if thread is not None:
             thread.join(timeout)
 
-    def _next(self) -> tuple[str, float] | None:
-        """Wait for the earliest due key; None once closed."""
+    def _next(self) -> tuple[str, float, Callable[[], bool] | None] | None:
+        """Wait for the earliest due key (with its own attempt, if any); None once closed."""
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
@@ -72,7 +85,7 @@ class BackgroundRetrier:
                     key, (when, delay) = min(self._due.items(), key=lambda kv: kv[1][0])
                     if when <= now:
                         del self._due[key]
-                        return key, delay
+                        return key, delay, self._own.get(key)
                     self._cond.wait(when - now)
                 else:
                     self._cond.wait()
@@ -83,13 +96,15 @@ class BackgroundRetrier:
             item = self._next()
             if item is None:
                 return
-            key, delay = item
+            key, delay, own = item
             try:
-                done = self._attempt(key)
+                done = own() if own is not None else self._attempt(key)
             except Exception:
                 log.exception("background retry crashed", extra={"key": key})
                 done = False
-            if not done:
-                with self._cond:
-                    if not self._closed and key not in self._due:
-                        self._due[key] = (time.monotonic() + delay, min(delay * 2, self._cap))
+            with self._cond:
+                if done:
+                    if own is not None and self._own.get(key) is own and key not in self._due:
+                        del self._own[key]
+                elif not self._closed and key not in self._due:
+                    self._due[key] = (time.monotonic() + delay, min(delay * 2, self._cap))

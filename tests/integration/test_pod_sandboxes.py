@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -484,6 +485,59 @@ def test_retry_of_a_call_in_progress_gets_the_same_pod(flaky: PodEnv) -> None:
     err = code_of(lambda: flaky.run(config))  # handed over once; now it simply exists
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and retried in err.details()
     flaky.remove_all_pods()
+
+
+def _as_if_still_creating(env: PodEnv, pod_ids: list[str]) -> None:
+    """Rewrite the rows of a stopped daemon as if it died after ADD, before READY."""
+    conn = sqlite3.connect(env.peapod.root / "peapod.db")
+    try:
+        with conn:
+            for pod_id in pod_ids:
+                (text,) = conn.execute("SELECT record FROM sandboxes WHERE id = ?",
+                                       (pod_id,)).fetchone()
+                record = json.loads(text)
+                record.update(state="creating", ips=[])
+                conn.execute("UPDATE sandboxes SET state = 'creating', record = ? WHERE id = ?",
+                             (json.dumps(record), pod_id))
+    finally:
+        conn.close()
+
+
+def test_restart_serves_at_once_while_a_half_built_pods_del_hangs(flaky: PodEnv) -> None:
+    configs = [flaky.config("half"), flaky.config("halfremoved")]
+    pods = [flaky.run(c) for c in configs]
+    ips = [flaky.status(p).status.network.ip for p in pods]
+    infos = [flaky.info(p) for p in pods]
+    assert flaky.peapod.stop(signal.SIGKILL) == -signal.SIGKILL
+    _as_if_still_creating(flaky, pods)
+    flaky.marker("slow-del", "30")  # every DEL hangs until the marker goes
+    started = time.monotonic()
+    flaky.peapod.start()  # returns once Version answers
+    assert time.monotonic() - started < 3.0
+    for pod in pods:  # visible, NOTREADY, DEL pending, netns still pinned
+        assert flaky.status(pod).status.state == pb.SANDBOX_NOTREADY
+        assert flaky.info(pod)["pendingNetworkTeardown"] is True
+    assert all(Path(i["netns"]).exists() for i in infos)
+    err = code_of(lambda: flaky.run(configs[0]))  # the name stays reserved
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS and pods[0] in err.details()
+    with ThreadPoolExecutor(1) as pool:
+        removal = pool.submit(flaky.remove, pods[1])  # waits for / runs the DEL itself
+        time.sleep(0.5)
+        assert not removal.done()
+        flaky.unmark("slow-del")
+        removal.result(timeout=20)
+    # The other one is taken apart in the background once its DEL works.
+    assert procs.wait_until(lambda: not {p.id for p in flaky.list()} & set(pods), 15)
+    assert not {r[0] for r in flaky.db_rows()} & set(pods)
+    assert not set(ips) & set(flaky.leases())
+    for pod, info in zip(pods, infos, strict=True):
+        assert not Path(info["podDir"]).exists() and not Path(info["netns"]).exists()
+        assert not [m for m in flaky.mounts() if pod in m]
+        assert not [ln for ln in flaky.firewall_lines() if pod in ln]
+        assert not any(list(d.glob(f"*{pod}*")) for d in flaky.cgroup_dirs())
+        assert procs.wait_until(lambda: procs.comm(info["infraPid"]) != "catatonit", 5)  # noqa: B023
+    pod = flaky.run(configs[0])  # the name is free again
+    flaky.remove(pod)
 
 
 def test_network_ready_follows_the_config_dir_and_host_network_needs_none() -> None:

@@ -3,8 +3,9 @@
 ``PodEnv`` gives one daemon its own CNI config dir naming a unique bridge (pp<hex>),
 a unique /24 from 10.230.0.0/16 (locked with the same /tmp lock files the CNI plugin
 tests use) and a host-local data dir in its temp dir, plus its own cgroup parent and a
-test plugin that fails ADD/DEL or is slow on demand. ``sweep()`` puts the machine back
-as found: pods, mounts, processes, cgroups, iptables rules, the bridge, lock file.
+test plugin that fails ADD/DEL or is slow on demand (a slow DEL hangs until its marker
+goes). ``sweep()`` puts the machine back as found: pods, mounts, processes, cgroups,
+iptables rules, the bridge, lock file.
 ``HostState`` restores what the plugins change host-wide (ip_forward, portmap chains).
 """
 
@@ -104,6 +105,14 @@ if cmd == "ADD":
         fail(104, "forced failure")
     print(json.dumps(conf["prevResult"]))
 elif cmd == "DEL":
+    if marker("slow-del"):  # hangs while the marker exists (up to its seconds, default 30)
+        try:
+            limit = float(open(os.path.join(markers, "slow-del")).read() or "30")
+        except OSError:
+            limit = 0
+        limit += time.monotonic()
+        while marker("slow-del") and time.monotonic() < limit:
+            time.sleep(0.05)
     if marker("fail-del"):
         fail(11, "DEL refused for now")
 elif cmd == "VERSION":
@@ -261,7 +270,7 @@ class PodEnv:
 
     # ---- cleanup ------------------------------------------------------
     def remove_all_pods(self) -> None:
-        for name in ("fail-add", "fail-del", "slow-add"):
+        for name in ("fail-add", "fail-del", "slow-add", "slow-del"):
             self.unmark(name)
         if self.peapod.proc is None:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,15 +75,18 @@ def test_recorded_attachments_give_ips_and_delete_targets() -> None:
 
 
 class FakeNetwork:
-    """Records DELs; fails them while ``fail`` is set."""
+    """Records DELs; fails them while ``fail`` is set, hangs while ``hang`` is clear."""
 
     def __init__(self) -> None:
         self.deleted: list[list[str]] = []
         self.fail = False
         self.called = threading.Event()
+        self.hang = threading.Event()
+        self.hang.set()
 
     def detach_all(self, entries: list[Mapping[str, Any]], ctx: CallContext) -> None:
         self.called.set()
+        self.hang.wait(30)
         if self.fail:
             raise Unavailable("CNI plugin 'bridge' DEL failed: try again later")
         self.deleted.append([e["runtime"]["ifname"] for e in entries])
@@ -120,11 +124,14 @@ def test_recovery_takes_apart_unfinished_pods_and_marks_lost_ones(
                           "parent_start_time": 1}))
     store.save(rec("stopped", NOTREADY, tmp_path))
     manager.recover()
-    # The interrupted build: DEL of both attachments (newest first), files and row gone.
-    assert fake.deleted[0] == ["lo", "eth0"]
-    assert store.get("half") is None and not (tmp_path / "pods" / "half").exists()
-    assert [r[0] for r in store._db.query("SELECT id FROM sandboxes ORDER BY id")] == [
-        "lost", "noinfra", "stopped"]
+    # The interrupted build: DEL of both attachments (newest first) in the background,
+    # then files and row gone.
+    assert _wait(lambda: store.get("half") is None)
+    assert ["lo", "eth0"] in fake.deleted
+    assert not (tmp_path / "pods" / "half").exists()
+    assert _wait(lambda: [r[0] for r in store._db.query(
+        "SELECT id FROM sandboxes ORDER BY id")] == ["lost", "noinfra", "stopped"])
+    assert manager._names.reserved("k8s_half_ns_u_0") is None
     # Namespaces gone: NOTREADY, and its DEL runs in the background at once.
     lost = store.get("lost")
     assert lost is not None and lost.state == NOTREADY
@@ -145,12 +152,43 @@ def test_recovery_keeps_an_unfinished_pod_whose_del_fails(
     manager, fake, store = setup
     fake.fail = True
     store.save(rec("half", CREATING, tmp_path, attachments=attached()))
+    (tmp_path / "pods" / "half").mkdir(parents=True)
     manager.recover()
     kept = store.get("half")
     assert kept is not None and kept.state == NOTREADY and kept.pending_network_teardown
-    assert "try again later" in kept.network_error
+    assert _wait(lambda: "try again later" in store.get("half").network_error)  # type: ignore[union-attr]
+    # The row stays "creating" meanwhile, so a restart takes the pod apart again.
+    assert store._db.query("SELECT state FROM sandboxes")[0][0] == CREATING
     fake.fail = False
-    assert _wait(lambda: not store.get("half").pending_network_teardown)  # type: ignore[union-attr]
+    assert _wait(lambda: store.get("half") is None)
+    assert store._db.query("SELECT id FROM sandboxes") == []
+    assert not (tmp_path / "pods" / "half").exists()
+
+
+def test_recovery_never_waits_for_a_hung_del(
+    setup: tuple[PodManager, FakeNetwork, SandboxStore], tmp_path: Path
+) -> None:
+    manager, fake, store = setup
+    fake.hang.clear()
+    (tmp_path / "pods" / "half").mkdir(parents=True)
+    store.save(rec("half", CREATING, tmp_path, attachments=attached()))
+    store.save(rec("stuck", NOTREADY, tmp_path, attachments=attached(),
+                   pending_network_teardown=True))
+    started = time.monotonic()
+    manager.recover()
+    assert time.monotonic() - started < 1.0
+    assert fake.called.wait(5)  # a DEL is under way, hanging
+    half = store.get("half")
+    assert half is not None and half.state == NOTREADY and half.pending_network_teardown
+    assert [r.id for r in manager.list()] == ["half", "stuck"]
+    assert manager._names.reserved("k8s_half_ns_u_0") == "half"
+    fake.hang.set()
+    assert _wait(lambda: store.get("half") is None)
+    assert _wait(lambda: not store.get("stuck").pending_network_teardown)  # type: ignore[union-attr]
+    assert manager._names.reserved("k8s_half_ns_u_0") is None
+    assert manager._names.reserved("k8s_stuck_ns_u_0") == "stuck"
+    assert not (tmp_path / "pods" / "half").exists()
+    assert [r[0] for r in store._db.query("SELECT id FROM sandboxes")] == ["stuck"]
 
 
 def _wait(predicate: Any, timeout: float = 5.0) -> bool:
