@@ -2,17 +2,27 @@
 
 Schema changes are an ordered list of migrations; ``PRAGMA user_version`` is
 the schema version. A database newer than this build refuses to open.
+
+A failure of SQLite itself inside ``Database.transaction`` or ``Database.query``
+becomes a domain error naming the database file (``database_error``): a full
+disk is ResourceExhausted (reason NO_SPACE), anything else Internal with
+SQLite's message. The transaction is rolled back first.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from cri.errors import FailedPrecondition
+from cri.errors import FailedPrecondition, Internal, PeapodError, ResourceExhausted
+
+log = logging.getLogger("peapod.db")
+
+NO_SPACE = "NO_SPACE"
 
 # Each entry moves the schema from version i to i+1. Never edit an entry that
 # has shipped; append a new one.
@@ -120,24 +130,62 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        """Run statements atomically; roll back if the block raises."""
+        """Run statements atomically; roll back if the block raises.
+
+        SQLite's own errors (in the block, at BEGIN or at COMMIT) are raised as
+        ``database_error``; others propagate unchanged.
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise database_error(self.path, exc, "starting a transaction") from exc
             try:
                 yield _Tx(self._conn)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise database_error(self.path, exc, "a transaction") from exc
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if any (SQLite may have done so itself)."""
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the first error is the one to report
+            log.error("rolling back a transaction failed",
+                      extra={"database": str(self.path), "error": str(exc)})
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         """Run a read-only statement and return every row."""
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise database_error(self.path, exc, "a query") from exc
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def database_error(path: Path, exc: sqlite3.Error, doing: str) -> PeapodError:
+    """The domain error for SQLite's ``exc``: ResourceExhausted on a full disk, else Internal."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    message = str(exc) or type(exc).__name__
+    if code == sqlite3.SQLITE_FULL or (code is None and "database or disk is full" in message):
+        return ResourceExhausted(
+            f"state database {path} is out of space ({message}); free space on its "
+            "filesystem and retry", reason=NO_SPACE,
+        )
+    name = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+    return Internal(f"state database {path}: {doing} failed: {message} ({name})",
+                    reason="DATABASE")
 
 
 class _Tx:
