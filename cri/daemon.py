@@ -21,6 +21,7 @@ from cri.config import Config
 from cri.db import Database
 from cri.errors import FailedPrecondition
 from cri.interceptor import CallInterceptor
+from cri.liveness import LivenessProbe
 from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
 from oci.container_manager import ContainerManager
 from oci.image_service import ImageService
@@ -52,6 +53,7 @@ class Daemon:
         observer.track(self.containers.count_by_state)
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
+        self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
 
@@ -81,6 +83,7 @@ class Daemon:
         server.start()
         os.chmod(sock, 0o660)
         self._server = server
+        self.liveness.start()
         log.info(
             "peapod serving",
             extra={"socket": str(sock), "root": cfg.root, "runroot": cfg.runroot,
@@ -107,6 +110,7 @@ class Daemon:
         if self._server is not None:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None
+        self.liveness.close()
         self.pods.close()
         self.containers.close()
         self.metrics.close()

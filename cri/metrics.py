@@ -84,6 +84,12 @@ class Metrics:
             "Containers killed by the kernel's OOM killer (conmon's oom marker).",
             registry=r,
         )
+        self.containers_stopped_monitor = Counter(
+            "peapod_containers_stopped_monitor",
+            "Running containers whose conmon died while they kept running (their exit "
+            "cannot be noticed); found by the liveness probe.",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, address: str) -> tuple[str, int] | None:
@@ -122,6 +128,9 @@ class ContainerMetrics:
 
     def oom_killed(self) -> None:
         self._m.containers_oom.inc()
+
+    def monitor_lost(self) -> None:
+        self._m.containers_stopped_monitor.inc()
 
     def track(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         """Report the number of containers per state, read at each scrape."""

@@ -40,6 +40,7 @@ from oci.container_config import (
 )
 from oci.container_record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.image_store import ImageRecord
+from oci.runtime_handlers import RuntimeHandler
 from oci.spec import generate_spec
 from oci.spec_process import stop_signal
 from sandbox.cgroup_layout import V2
@@ -150,6 +151,7 @@ class ContainerBuild:
         self.pod = pod
         self.req = req
         self.undo = UndoStack()
+        self.handler: RuntimeHandler | None = None
 
     def run(self, ctx: CallContext) -> ContainerRecord:
         mgr, pod, req = self.mgr, self.pod, self.req
@@ -157,7 +159,7 @@ class ContainerBuild:
             raise FailedPrecondition(
                 f"pod sandbox {pod.id} is not ready (state {pod.state}); cannot create containers"
             )
-        handler = mgr.handlers.get(pod.runtime_handler)
+        handler = self.handler = mgr.handlers.get(pod.runtime_handler)
         image = mgr.images.status(req.image)
         if image is None:
             raise NotFound(
@@ -179,6 +181,10 @@ class ContainerBuild:
             state=CREATING,
             created_at=time.time_ns(),
             runtime_handler=handler.name,
+            runtime_path=handler.runtime_path,
+            runtime_root=handler.runtime_root,
+            monitor_path=handler.monitor_path,
+            monitor_env=dict(handler.monitor_env),
             image=req.image,
             image_id=image.id,
             image_ref=image_ref(image, req.image),
@@ -249,7 +255,8 @@ class ContainerBuild:
             },
         )
 
-        handler = mgr.handlers.get(rec.runtime_handler)
+        handler = self.handler
+        assert handler is not None  # set by run()
         paths = MonitorPaths.standard(
             rec.bundle,
             exit_dir=str(mgr.settings.exit_dir),

@@ -54,7 +54,7 @@ from oci.container_record import (
 )
 from oci.container_store import ContainerStore
 from oci.exit_watcher import ExitWatcher
-from oci.runtime_handlers import RuntimeHandlers
+from oci.runtime_handlers import RuntimeHandler, RuntimeHandlers
 from oci.spec import process_for_exec
 from oci.spec_resources import linux_resources
 from sandbox.cgroup_layout import V2
@@ -70,6 +70,7 @@ log = logging.getLogger("peapod.containers")
 KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
 MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
 _POLL = 0.1
+MONITOR_GONE = "container monitor and process disappeared"
 _CONMON_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
 
 
@@ -88,9 +89,15 @@ class ContainerObserver(Protocol):
 
     def oom_killed(self) -> None: ...
 
+    def monitor_lost(self) -> None:
+        """A running container's conmon died while the container kept running."""
+
 
 class _NoObserver:
     def oom_killed(self) -> None:
+        pass
+
+    def monitor_lost(self) -> None:
         pass
 
 
@@ -207,6 +214,7 @@ class ContainerManager:
         self._ops_guard = threading.Lock()
         self._exited = threading.Condition()
         self._specs: dict[str, dict[str, Any]] = {}
+        self._orphans: set[str] = set()  # running without conmon, already reported
         self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
 
     @classmethod
@@ -226,6 +234,24 @@ class ContainerManager:
         )
         settings = ContainerSettings.from_config(config)
         return cls(settings, ContainerStore(db), handlers, images, facts, pods, observer)
+
+    def runtime_for(self, rec: ContainerRecord) -> RuntimeHandler:
+        """The runtime and monitor that operate an existing container.
+
+        Those recorded at create time, so the container can still be stopped and
+        removed after its handler left the config; the live handler only for a
+        record made before they were kept.
+        """
+        if not rec.runtime_path:
+            return self.handlers.get(rec.runtime_handler)
+        return RuntimeHandler(
+            name=rec.runtime_handler,
+            runtime_path=rec.runtime_path,
+            runtime_root=rec.runtime_root,
+            monitor_path=rec.monitor_path,
+            monitor_env=dict(rec.monitor_env),
+            create_timeout=0.0,  # creation uses the live handler
+        )
 
     # ---- start-up and shut-down ---------------------------------------------
     def recover(self) -> None:
@@ -298,7 +324,7 @@ class ContainerManager:
     def _settle_start(self, rec: ContainerRecord) -> None:
         """The daemon died during a start (started_at is stored first): ask the runtime."""
         try:
-            found = runtime_cli.state(self.handlers.get(rec.runtime_handler), rec.id)
+            found = runtime_cli.state(self.runtime_for(rec), rec.id)
         except PeapodError as exc:
             log.warning("cannot tell whether an interrupted start ran",
                         extra={"container": rec.id, "error": exc.message})
@@ -404,6 +430,51 @@ class ContainerManager:
             with self._exited:
                 self._exited.wait(min(_POLL, max(deadline - now, 0.001)))
 
+    # ---- liveness (the daemon's periodic probe) --------------------------------
+    def probe_monitors(self) -> None:
+        """Check the conmon of every running container (see ``probe_monitor``)."""
+        for rec in self.store.visible():
+            if rec.state == RUNNING:
+                try:
+                    self.probe_monitor(rec.id)
+                except Exception:
+                    log.exception("probing a container's monitor failed",
+                                  extra={"container": rec.id})
+        present = {r.id for r in self.store.all()}
+        self._orphans.intersection_update(present)
+
+    def probe_monitor(self, ctr_id: str) -> str:
+        """Check one running container's conmon by pid and start time.
+
+        No lock is held: the record is a snapshot and the change, if any, is
+        applied by ``_finish`` only to a container still created or running.
+        Returns "ok", "orphaned" (conmon gone, the process runs: reported once),
+        "exited" (conmon wrote the exit, recorded now), "lost" (both gone without
+        an exit: marked exited 255) or "" (nothing to check).
+        """
+        rec = self.store.get(ctr_id)
+        if rec is None or rec.state != RUNNING or not rec.monitor_pid:
+            return ""
+        if _alive(rec.monitor_pid, rec.monitor_start):
+            return "ok"
+        if _alive(rec.pid, rec.pid_start):
+            if ctr_id not in self._orphans:
+                self._orphans.add(ctr_id)
+                log.error("container monitor died; the container runs on but its exit "
+                          "will not be noticed", extra={"container": ctr_id,
+                                                        "monitor_pid": rec.monitor_pid})
+                self.observer.monitor_lost()
+            return "orphaned"
+        # conmon writes the exit before it exits: read after seeing both gone.
+        if self._read_exit(rec) is not None:
+            self._record_exit(ctr_id)
+            return "exited"
+        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, MONITOR_GONE):
+            log.error("container monitor and process disappeared without an exit status",
+                      extra={"container": ctr_id})
+        self._orphans.discard(ctr_id)
+        return "lost"
+
     # ---- locks -----------------------------------------------------------------
     @contextlib.contextmanager
     def _op(self, ctr_id: str) -> Iterator[None]:
@@ -437,7 +508,7 @@ class ContainerManager:
                 raise FailedPrecondition(
                     f"container {rec.id} is {rec.state}; only a created container can be started"
                 )
-            handler = self.handlers.get(rec.runtime_handler)
+            handler = self.runtime_for(rec)
             started = time.time_ns()
             self.store.update(rec.id, lambda cur: replace(cur, started_at=started))
             try:
@@ -473,7 +544,7 @@ class ContainerManager:
         rec = self.store.get(ctr_id)
         if rec is None or rec.state not in (CREATED, RUNNING):
             return
-        handler = self.handlers.get(rec.runtime_handler)
+        handler = self.runtime_for(rec)
         if rec.state == RUNNING and timeout > 0:
             sig = signal_number(rec.stop_signal)
             log.info("stopping container", extra={"container": ctr_id,
@@ -527,7 +598,7 @@ class ContainerManager:
             log.warning("conmon outlived its container; killing it", extra={"container": rec.id})
             procs.wait_gone(procs.kill_tree(monitor, not_before_ticks=since), 5.0)
         try:
-            runtime_cli.delete(self.handlers.get(rec.runtime_handler), rec.id)
+            runtime_cli.delete(self.runtime_for(rec), rec.id)
         except PeapodError as exc:
             # Once its processes are gone, the rest may go even if the runtime balks.
             if _alive(rec.pid, rec.pid_start):
@@ -625,7 +696,7 @@ class ContainerManager:
     ) -> ExecResult:
         """Run ``cmd`` in the running container; a timeout gives exit code -1."""
         rec = self._running(id_or_prefix, "exec in")
-        handler = self.handlers.get(rec.runtime_handler)
+        handler = self.runtime_for(rec)
         process = process_for_exec(self.spec(rec), cmd, tty=False)
         return exec_sync(
             handler.monitor_path,
@@ -651,7 +722,7 @@ class ContainerManager:
                 )
             oci = linux_resources(res, self.facts, [])
             oci.pop("devices", None)
-            runtime_cli.update(self.handlers.get(rec.runtime_handler), rec.id, oci, ctx)
+            runtime_cli.update(self.runtime_for(rec), rec.id, oci, ctx)
             self.store.update(
                 rec.id, lambda cur: replace(cur, resources=_applied(cur.resources, res))
             )

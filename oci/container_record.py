@@ -65,6 +65,13 @@ class ContainerRecord:
     pid_start: int = 0  # clock ticks since boot, guards against pid reuse
     monitor_pid: int = 0
     monitor_start: int = 0
+    # The handler's runtime and monitor as configured at create time: every later
+    # operation uses these, so a container outlives its handler's removal from the
+    # config. Empty in records made before they were kept (the live handler is used).
+    runtime_path: str = ""
+    runtime_root: str = ""
+    monitor_path: str = ""
+    monitor_env: dict[str, str] = field(default_factory=dict)
 
     # ---- paths --------------------------------------------------------
     @property

@@ -28,9 +28,10 @@ from cni import CNIClient
 from cri.cancel import CallContext
 from cri.errors import DeadlineExceeded, Internal, NotFound, PeapodError
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
+from sandbox.infra import InfraProcess
 from sandbox.network import NetworkObserver, PodNetwork
 from sandbox.pod_config import PodConfig
-from sandbox.record import NOTREADY, SandboxRecord
+from sandbox.record import NOTREADY, READY, SandboxRecord
 from sandbox.reservations import NameReservations
 from sandbox.retry import BackgroundRetrier
 from sandbox.store import SandboxFilter, SandboxStore
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("peapod.sandbox")
 
 LOCK_POLL = 0.5
+PROBE_LOCK_WAIT = 0.2  # the liveness probe skips a pod busy for longer (next round)
 
 
 class PodContainers(Protocol):
@@ -281,6 +283,44 @@ class PodManager:
     def pending_teardowns(self) -> list[str]:
         """Pods whose DEL is waiting for a background retry."""
         return self._retrier.pending()
+
+    # ---- liveness (the daemon's periodic probe) ---------------------------
+    def probe_infras(self) -> None:
+        """Check the infra process of every ready pod (see ``probe_infra``)."""
+        for rec in self.store.all():
+            if rec.state == READY and rec.infra is not None:
+                try:
+                    self.probe_infra(rec.id)
+                except Exception:
+                    log.exception("probing a pod's infra process failed", extra={"pod": rec.id})
+
+    def probe_infra(self, pod_id: str) -> bool:
+        """Mark a ready pod NOTREADY if its infra process died; True if it did.
+
+        The pod's PID namespace died with it, so the kubelet must recreate the pod.
+        /proc is read without the pod's lock; the lock is then taken only briefly
+        (never waited on for long) to store the change if the record is unchanged.
+        """
+        rec = self.store.get(pod_id)
+        if rec is None or rec.state != READY or rec.infra is None:
+            return False
+        if InfraProcess.from_record(rec.infra).is_running():
+            return False
+        try:
+            with self.lock(pod_id, CallContext.with_timeout(PROBE_LOCK_WAIT, "pod probe")):
+                current = self.store.get(pod_id)
+                if current is None or current.state != READY or current.infra != rec.infra:
+                    return False
+                # infra is kept: StopPodSandbox's kill is idempotent and reaps its parent.
+                self.store.put(replace(current, state=NOTREADY))
+        except DeadlineExceeded:
+            return False  # the pod is busy (being stopped or removed?); next round
+        finally:
+            if self.store.get(pod_id) is None:
+                self._drop_lock(pod_id)
+        log.error("pod's infra process died; pod marked NOTREADY",
+                  extra={"pod": pod_id, "infra_pid": rec.infra.get("pid")})
+        return True
 
     # ---- restart --------------------------------------------------------
     def recover(self) -> None:

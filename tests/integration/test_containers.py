@@ -25,16 +25,19 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from support.daemon import Peapod, metric_value, registries_conf_text
 from support.images import StandardImages, build_image, busybox_rootfs_layer, marker_layer, push
 from support.registry import Registry
 
 from api import api_pb2 as pb
 from conmon import crilog, procs
+from cri.liveness import INTERVAL_ENV
 from sandbox.cgroup_layout import V2, detect_layout
 from sandbox.cgroups import hierarchy_roots
 from sandbox.mounts import umount_all
 
+PROBE = 0.3  # the daemon's liveness probe interval in these tests (10 s in production)
 RUNC = shutil.which("runc", path="/usr/sbin:/usr/bin") or "/usr/sbin/runc"
 CONMON = "/usr/bin/conmon"
 CRUN = shutil.which("crun", path="/usr/sbin:/usr/bin") or "/usr/bin/crun"
@@ -73,6 +76,7 @@ class Env:
         self.peapod = Peapod(
             self.base,
             registries_conf=registries_conf_text([registry.host]),
+            env={INTERVAL_ENV: str(PROBE)},
             config={
                 "network": {"network_dir": str(net), "plugin_dirs": [PLUGIN_DIR]},
                 "sandbox": {"default_cgroup_parent": self.cgroup_parent},
@@ -755,3 +759,72 @@ def test_update_resources_and_reopen_log(env: Env, busybox: str) -> None:
     env.rt.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ctr), timeout=10)
     wait_for(lambda: log.exists() and b"tick" in log.read_bytes(), what="output in new log")
     assert log.with_suffix(".1").stat().st_size > 0
+
+
+# ---- handlers leaving the config, liveness ------------------------------------------
+
+
+def test_containers_outlive_their_handler_leaving_the_config(env: Env, busybox: str) -> None:
+    """runc-b is removed from the config (and the daemon restarted) while its containers
+    exist: they are stopped and removed with the runtime recorded at create time."""
+    pod = env.pod(handler="runc-b")
+    ctr = env.run(pod, busybox, ["sleep", "1000"], name="a")
+    other = env.run(pod, busybox, ["sleep", "1000"], name="b")
+    assert sorted(env.runtime_state()) == sorted([f"runc-b/{ctr}", f"runc-b/{other}"])
+    original = env.peapod.config_file.read_text()
+    cfg = yaml.safe_load(original)
+    del cfg["runtime"]["runtimes"]["runc-b"]
+    env.peapod.stop()
+    env.peapod.config_file.write_text(yaml.safe_dump(cfg))
+    try:
+        env.peapod.start()
+        with pytest.raises(grpc.RpcError) as err:
+            env.pod(handler="runc-b")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        env.stop(ctr)
+        assert env.status(ctr).status.state == pb.CONTAINER_EXITED
+        env.remove(ctr)
+        assert env.runtime_state() == [f"runc-b/{other}"]
+        env.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        assert env.runtime_state() == [] and env.containers() == []
+    finally:
+        env.peapod.stop()
+        env.peapod.config_file.write_text(original)
+        env.peapod.start()
+
+
+def stopped_monitor_count(env: Env) -> float:
+    return metric_value(env.peapod.metrics_text(), "peapod_containers_stopped_monitor_total")
+
+
+def test_probe_reports_a_dead_conmon_and_a_vanished_container(env: Env, busybox: str) -> None:
+    pod = env.pod()
+    orphan = env.run(pod, busybox, ["sleep", "1000"], name="orphan")
+    gone = env.run(pod, busybox, ["sleep", "1000"], name="gone")
+    before = stopped_monitor_count(env)
+    os.kill(env.info(orphan)["monitorPid"], signal.SIGKILL)
+    wait_for(lambda: stopped_monitor_count(env) == before + 1, timeout=PROBE * 4 + 2,
+             what="the stopped-monitor counter")  # fmt: skip
+    assert env.status(orphan).status.state == pb.CONTAINER_RUNNING
+
+    info = env.info(gone)
+    os.kill(info["monitorPid"], signal.SIGKILL)
+    os.kill(info["pid"], signal.SIGKILL)
+    st = env.wait_exit(gone, timeout=PROBE * 4 + 2)
+    assert (st.state, st.exit_code, st.reason, st.message) == (
+        pb.CONTAINER_EXITED, 255, "Error", "container monitor and process disappeared")
+    env.stop(orphan)  # the probe notices the end conmon cannot report
+    assert env.status(orphan).status.exit_code == 255
+
+
+def test_probe_marks_a_pod_whose_infra_died_notready(env: Env) -> None:
+    pod = env.pod()
+    req = pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)
+    infra = json.loads(env.rt.PodSandboxStatus(req, timeout=10).info["info"])["infraPid"]
+    assert infra and procs.is_alive(infra)
+    os.kill(infra, signal.SIGKILL)
+
+    def notready() -> bool:
+        return bool(env.rt.PodSandboxStatus(req, timeout=10).status.state == pb.SANDBOX_NOTREADY)
+
+    wait_for(notready, timeout=PROBE * 4 + 2, what="the pod to be NOTREADY")

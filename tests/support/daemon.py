@@ -43,7 +43,9 @@ class Peapod:
         base: Path | None = None,
         config: dict[str, Any] | None = None,
         registries_conf: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = dict(env or {})  # added to the daemon's environment
         self.base = base or Path(tempfile.mkdtemp(prefix="peapod-test-"))
         self.root = self.base / "root"
         self.runroot = self.base / "run"
@@ -91,7 +93,8 @@ class Peapod:
     def start(self, *extra: str, timeout: float = 20) -> Peapod:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.command(*extra), cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            self.command(*extra), cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -24,9 +24,9 @@ import pytest
 from conmon import procs
 from cri.cancel import CallContext
 from cri.db import Database
-from cri.errors import Internal
+from cri.errors import Internal, InvalidArgument
 from oci.container_config import DaemonFacts, Resources
-from oci.container_manager import ContainerManager, ContainerSettings
+from oci.container_manager import MONITOR_GONE, ContainerManager, ContainerSettings
 from oci.container_record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container_store import ContainerStore
 from oci.exit_watcher import ExitWatcher
@@ -40,6 +40,9 @@ import json, os, sys
 args = [a for a in sys.argv[1:] if not a.startswith("--root=")]
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(" ".join(args) + "\\n")
+if os.environ.get("FAKE_ROOTS"):
+    with open(os.environ["FAKE_ROOTS"], "a") as f:
+        f.write(" ".join(a for a in sys.argv[1:] if a.startswith("--root=")) + "\\n")
 answer = os.path.join(os.environ["FAKE_DIR"], args[0])
 if os.path.exists(answer):
     with open(answer) as f:
@@ -82,6 +85,7 @@ class Harness:
         script.chmod(0o755)
         env = {"FAKE_LOG": str(self.log), "FAKE_DIR": str(self.answers),
                "PATH": os.environ.get("PATH", "")}  # fmt: skip
+        self.script = script
         handler = RuntimeHandler("fake", str(script), str(tmp / "root"), "/bin/false", env, 5.0)
         self.settings = ContainerSettings(
             containers_dir=tmp / "containers", bundles_dir=tmp / "bundles",
@@ -280,3 +284,105 @@ def test_rescan_leaves_conmons_temporary_exit_files_alone(tmp_path: Path) -> Non
     finally:
         watcher.close()
     assert seen == ["d" * 64, "d" * 64]
+
+
+# ---- a handler removed from the config ----------------------------------------------
+
+
+def test_stop_and_remove_use_the_runtime_recorded_at_create(h: Harness) -> None:
+    """The container's handler ("gone") is no longer configured: stop and remove use
+    the runtime, root and environment recorded with the container."""
+    log = h.tmp / "gone.log"
+    roots = h.tmp / "roots.log"
+    env = {"FAKE_LOG": str(log), "FAKE_DIR": str(h.answers), "FAKE_ROOTS": str(roots)}
+    rec = h.record(RUNNING, runtime_handler="gone", runtime_path=str(h.script),
+                   runtime_root=str(h.tmp / "gone-root"), monitor_path="/bin/false",
+                   monitor_env=env)  # fmt: skip
+    with pytest.raises(InvalidArgument, match="not configured"):
+        h.mgr.handlers.get("gone")
+    for child in h.children:  # the kill ends the container (and its monitor)
+        child.kill()
+        child.wait()
+    h.settings.exit_dir.mkdir()
+    h.answer("kill", write={str(h.settings.exit_dir / CTR): "137"})
+    h.mgr.stop(CTR, 0, CallContext.with_timeout(10))
+    got = h.store.get(CTR)
+    assert got is not None and (got.state, got.exit_code) == (EXITED, 137)
+    h.mgr.remove(CTR, CallContext.with_timeout(10))
+    assert h.store.get(CTR) is None and not Path(rec.bundle).exists()
+    assert log.read_text().splitlines() == [f"kill --all {CTR} 9", f"delete --force {CTR}"]
+    assert set(roots.read_text().splitlines()) == {f"--root={h.tmp / 'gone-root'}"}
+    assert h.calls() == []  # the live handler was not used
+
+
+def test_a_record_without_the_runtime_falls_back_to_the_live_handler(h: Harness) -> None:
+    rec = h.record(RUNNING)
+    data = json.loads(rec.to_json())
+    for key in ("runtime_path", "runtime_root", "monitor_path", "monitor_env"):
+        del data[key]
+    old = ContainerRecord.from_json(json.dumps(data))
+    assert old.runtime_path == ""
+    assert h.mgr.runtime_for(old) is h.mgr.handlers.get("fake")
+    assert h.mgr.runtime_for(replace(old, runtime_path="/x/runc", runtime_root="/r")) \
+        .runtime_path == "/x/runc"
+
+
+# ---- liveness probe ----------------------------------------------------------------
+
+
+class _Observer:
+    def __init__(self) -> None:
+        self.monitors_lost = 0
+
+    def oom_killed(self) -> None:
+        pass
+
+    def monitor_lost(self) -> None:
+        self.monitors_lost += 1
+
+
+def _kill(h: Harness, pid: int) -> None:
+    for child in h.children:
+        if child.pid == pid:
+            child.kill()
+            child.wait()
+
+
+def test_probe_reports_a_dead_monitor_once_while_the_container_runs(h: Harness) -> None:
+    seen = _Observer()
+    h.mgr.observer = seen
+    mon, mon_start = h.live_process()
+    h.record(RUNNING, monitor_pid=mon, monitor_start=mon_start)
+    assert h.mgr.probe_monitor(CTR) == "ok"
+    _kill(h, mon)
+    h.mgr.probe_monitors()
+    h.mgr.probe_monitors()
+    assert seen.monitors_lost == 1
+    assert h.mgr.probe_monitor(CTR) == "orphaned"
+    rec = h.store.get(CTR)
+    assert rec is not None and rec.state == RUNNING
+
+
+def test_probe_marks_a_container_whose_monitor_and_process_vanished(h: Harness) -> None:
+    h.settings.exit_dir.mkdir()
+    h.record(RUNNING)  # one process stands for both
+    for child in h.children:
+        child.kill()
+        child.wait()
+    h.mgr.probe_monitors()
+    rec = h.store.get(CTR)
+    assert rec is not None
+    assert (rec.state, rec.exit_code, rec.reason, rec.message) == (
+        EXITED, 255, "Error", MONITOR_GONE)  # fmt: skip
+
+
+def test_probe_records_the_exit_conmon_wrote(h: Harness) -> None:
+    h.settings.exit_dir.mkdir()
+    h.record(RUNNING)
+    for child in h.children:
+        child.kill()
+        child.wait()
+    (h.settings.exit_dir / CTR).write_text("3")
+    assert h.mgr.probe_monitor(CTR) == "exited"
+    rec = h.store.get(CTR)
+    assert rec is not None and (rec.state, rec.exit_code, rec.reason) == (EXITED, 3, "Error")
