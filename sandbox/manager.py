@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
@@ -279,6 +279,10 @@ class PodManager:
                 return True
         except DeadlineExceeded:
             return False  # the pod is busy; try again later
+
+    def retry_in_background(self, pod_id: str, attempt: Callable[[], bool]) -> None:
+        """Run ``attempt`` for ``pod_id`` on the teardown retrier until it returns True."""
+        self._retrier.schedule(pod_id, delay=0, attempt=attempt)
 
     def pending_teardowns(self) -> list[str]:
         """Pods whose DEL is waiting for a background retry."""

@@ -125,8 +125,7 @@ def _adopt_unfinished(manager: PodManager, rec: SandboxRecord, mounts: dict[str,
     shown = replace(checked, ips=[], pending_network_teardown=True)
     manager.adopt(shown, pending=False)
     pod_id = rec.id
-    # The manager's own retrier (recovery is part of the pod manager), so close() stops it.
-    manager._retrier.schedule(pod_id, delay=0, attempt=lambda: _take_apart(manager, pod_id))
+    manager.retry_in_background(pod_id, lambda: _take_apart(manager, pod_id))
 
 
 def _take_apart(manager: PodManager, pod_id: str) -> bool:
