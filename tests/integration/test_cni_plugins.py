@@ -8,7 +8,6 @@ iptables rules naming its containers) afterwards, even on failure.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import ipaddress
 import itertools
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import subnets
 
 from cni.attachment import Attachment
 from cni.capabilities import PortMapping, port_mappings
@@ -120,22 +120,6 @@ def host_state() -> Iterator[None]:
         print(f"\nCNI timings: {summary}")
 
 
-def _busy_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for link in ip_json("addr"):
-        for addr in link.get("addr_info", []):
-            with contextlib.suppress(ValueError):
-                nets.append(ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}",
-                                                 strict=False))
-    for route in ip_json("route"):
-        dst = route.get("dst", "")
-        if dst and dst != "default":
-            with contextlib.suppress(ValueError):
-                nets.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32",
-                                                 strict=False))
-    return nets
-
-
 class Lab:
     """Unique, self-cleaning network resources for one test."""
 
@@ -150,27 +134,11 @@ class Lab:
         self.container_ids: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self.temp_dirs: list[str] = [self.data_dir]
-        self._lock_path = ""
-        self._lock_fd = -1
-        self.subnet = self._reserve_subnet()
-
-    def _reserve_subnet(self) -> ipaddress.IPv4Network:
-        busy = _busy_networks()
         start = (os.getpid() * 7 + next(_COUNTER)) % 250
-        for offset in range(250):
-            candidate = ipaddress.IPv4Network(f"10.199.{(start + offset) % 250 + 1}.0/24")
-            if any(candidate.overlaps(n) for n in busy if n.version == 4):
-                continue
-            path = f"/tmp/peapod-cni-test-{candidate.network_address}.lock"
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self._lock_path, self._lock_fd = path, fd
-            return candidate
-        raise RuntimeError("no free /24 in 10.199.0.0/16")
+        self._subnet = subnets.reserve(
+            ipaddress.IPv4Network(f"10.199.{(start + k) % 250 + 1}.0/24") for k in range(250)
+        )
+        self.subnet = self._subnet.network
 
     def network(self, version: str = "1.0.0", extra_plugins: tuple[dict[str, Any], ...] = (),
                 ) -> NetworkConfig:
@@ -239,10 +207,7 @@ class Lab:
             sh("ip", "link", "del", self.bridge, check=False)
         for directory in self.temp_dirs:
             shutil.rmtree(directory, ignore_errors=True)
-        if self._lock_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._lock_path)
-            os.close(self._lock_fd)
+        self._subnet.release()
 
     def _remove_leftover_rules(self) -> None:
         """Delete rules naming our containers, and the per-container chains they jump to."""

@@ -12,11 +12,9 @@ iptables rules, the bridge, lock file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import itertools
 import json
-import os
 import re
 import secrets
 import shlex
@@ -34,6 +32,7 @@ from sandbox import procs
 from sandbox.cgroup_layout import detect_layout
 from sandbox.cgroups import hierarchy_roots
 from sandbox.mounts import umount_all
+from support import subnets
 from support.daemon import REPO, Peapod
 
 PLUGIN_DIR = "/usr/lib/cni"
@@ -71,19 +70,6 @@ class HostState:
         for chain in PORTMAP_CHAINS:
             sh("iptables", "-t", "nat", "-F", chain, check=False)
             sh("iptables", "-t", "nat", "-X", chain, check=False)
-
-
-def _busy_networks() -> list[ipaddress.IPv4Network]:
-    nets: list[ipaddress.IPv4Network] = []
-    for link in json.loads(sh("ip", "-j", "-4", "addr").stdout or "[]"):
-        for addr in link.get("addr_info", []):
-            nets.append(ipaddress.IPv4Network(f"{addr['local']}/{addr['prefixlen']}",
-                                              strict=False))
-    for route in json.loads(sh("ip", "-j", "-4", "route").stdout or "[]"):
-        dst = route.get("dst", "")
-        if dst and dst != "default":
-            nets.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
-    return nets
 
 
 FLAKY_PLUGIN = """#!{python}
@@ -136,9 +122,12 @@ class PodEnv:
         self.markers = base / "markers"
         for d in (self.conf_dir, self.plugin_dir, self.data_dir, self.markers):
             d.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = -1
-        self._lock_path = ""
-        self.subnet = self._reserve_subnet()
+        start = secrets.randbelow(2560)
+        self._subnet = subnets.reserve(
+            ipaddress.IPv4Network(f"10.{230 + n // 256}.{n % 256}.0/24")
+            for n in ((start + k) % 2560 for k in range(2560))
+        )
+        self.subnet = self._subnet.network
         self.flaky = f"ppflaky{self.tag}"
         plugin = self.plugin_dir / self.flaky
         plugin.write_text(FLAKY_PLUGIN.format(python=sys.executable))
@@ -151,25 +140,6 @@ class PodEnv:
         })
         if network:
             self.write_conflist(flaky=flaky)
-
-    def _reserve_subnet(self) -> ipaddress.IPv4Network:
-        busy = _busy_networks()
-        start = secrets.randbelow(2560)
-        for offset in range(2560):
-            n = (start + offset) % 2560
-            candidate = ipaddress.IPv4Network(f"10.{230 + n // 256}.{n % 256}.0/24")
-            if any(candidate.overlaps(b) for b in busy):
-                continue
-            path = f"/tmp/peapod-cni-test-{candidate.network_address}.lock"
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self._lock_fd, self._lock_path = fd, path
-            return candidate
-        raise RuntimeError("no free /24 in 10.230.0.0/16")
 
     def conflist(self, flaky: bool = False) -> dict[str, Any]:
         doc = json.loads(DEPLOY_CONFLIST.read_text())
@@ -301,11 +271,7 @@ class PodEnv:
         if Path(f"/sys/class/net/{self.bridge}").exists():
             sh("ip", "link", "del", self.bridge, check=False)
         self.peapod.cleanup()
-        if self._lock_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._lock_path)
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._subnet.release()
 
     def _sweep_rules(self) -> None:
         table = ""
