@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import socket
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Literal
 
-_LIVE: set[HangingServer] = set()
-_LIVE_LOCK = threading.Lock()
+from .background import Background
 
 
 @contextlib.contextmanager
@@ -29,7 +26,7 @@ def closed_port() -> Iterator[int]:
         sock.close()
 
 
-class HangingServer:
+class HangingServer(Background):
     """A TCP server on 127.0.0.1 that never finishes answering.
 
     mode "silent": accept connections, never read nor write.
@@ -85,8 +82,7 @@ class HangingServer:
         listener.settimeout(0.1)
         self._listener = listener
         self.port = int(listener.getsockname()[1])
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        self._track()
         self._spawn(self._accept_loop)
         return self
 
@@ -140,8 +136,7 @@ class HangingServer:
     def stop(self) -> None:
         """Close every socket and join the server's threads; safe to call more than once."""
         self._stop.set()
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        self._untrack()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -158,22 +153,3 @@ class HangingServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
-
-    def __enter__(self) -> HangingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for server in live:
-        server.stop()

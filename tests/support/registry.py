@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import base64
 import http.client
 import json
@@ -15,16 +14,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
+from .background import Background
 from .images import PushedImage
 from .ports import free_port
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 HTPASSWD_BIN = Path("/usr/bin/htpasswd")
 _SETPRIV = shutil.which("setpriv")
-_LIVE: set[Registry] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 class RegistryError(RuntimeError):
@@ -36,7 +33,7 @@ def registry_available() -> bool:
     return REGISTRY_BIN.is_file() and os.access(REGISTRY_BIN, os.X_OK)
 
 
-class Registry:
+class Registry(Background):
     """A `docker-registry serve` process with its own temp storage, optionally behind htpasswd.
 
     Use as a context manager or call start()/stop(). Every started registry is also
@@ -185,8 +182,7 @@ class Registry:
             for _attempt in range(3):
                 self.port = free_port()
                 self.config_path.write_text(json.dumps(self._config(), indent=2))
-                with _LIVE_LOCK:
-                    _LIVE.add(self)
+                self._track()
                 with open(self.log_path, "ab") as log:
                     self._proc = subprocess.Popen(
                         self._command(),
@@ -246,35 +242,15 @@ class Registry:
         try:
             self._kill_proc()
         finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(self)
+            self._untrack()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
             self.port = 0
 
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = self.host if self.port else "stopped"
         return f"<Registry {state}{' auth' if self.auth else ''}>"
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for reg in live:
-        reg.stop()
 
 
 @dataclass(frozen=True)

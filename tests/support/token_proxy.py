@@ -10,7 +10,6 @@ request seen is recorded so tests can assert the flow.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import binascii
 import contextlib
@@ -23,10 +22,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .background import Background
 from .images import PushedImage
 from .registry import Registry
 
@@ -44,8 +43,6 @@ _HOP_BY_HOP = frozenset(
 )
 _REPO_PATH = re.compile(r"^/v2/(?P<repo>.+?)/(?:manifests|blobs|tags|referrers)/")
 _CHUNK = 256 * 1024
-_LIVE: set[TokenProxy] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -171,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         return status
 
 
-class TokenProxy:
+class TokenProxy(Background):
     """Bearer-token auth in front of a plain registry at `backend_host` ("127.0.0.1:PORT")."""
 
     def __init__(
@@ -420,8 +417,7 @@ class TokenProxy:
             name=f"token-proxy-{self.port}",
             daemon=True,
         )
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        self._track()
         self._thread.start()
         return self
 
@@ -429,8 +425,7 @@ class TokenProxy:
         """Stop serving, drop open client connections and join the server thread."""
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        self._untrack()
         if server is None:
             return
         server.shutdown()
@@ -448,25 +443,6 @@ class TokenProxy:
                 if not server.open_sockets:
                     break
             time.sleep(0.01)
-
-    def __enter__(self) -> TokenProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for proxy in live:
-        proxy.stop()
 
 
 @dataclass(frozen=True)
