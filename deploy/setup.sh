@@ -2,6 +2,8 @@
 # Set peapod up on a Debian 12 machine (as root), then run the daemon or the tests.
 #   deploy/setup.sh run    install, then serve on /run/peapod/peapod.sock in the foreground
 #   deploy/setup.sh test   install (with test packages), then run the test suite
+#   deploy/setup.sh bench [ARGS]   install (with containerd), then compare peapod with
+#                                  containerd (tests/bench/compare.py ARGS)
 #   deploy/setup.sh service   install, then install and start the systemd unit
 #   deploy/setup.sh        install only
 set -euo pipefail
@@ -18,8 +20,11 @@ fi
 # System parts, all from Debian.
 packages=(python3 python3-venv python3-dev util-linux iproute2 iptables runc crun conmon
   containernetworking-plugins catatonit zstd)
-if [ "$mode" = test ]; then
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(docker-registry busybox-static apache2-utils)
+fi
+if [ "$mode" = bench ]; then
+  packages+=(containerd)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -32,8 +37,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The docker-registry package starts a registry on :5000; the tests run their own.
-if [ "$mode" = test ] && command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
-  systemctl stop docker-registry || true
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
+  if command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+    systemctl stop docker-registry || true
+  fi
+fi
+# A containerd this script just installed was started by its package; the benchmark runs
+# its own, and an idle second daemon would only add noise. One that was there before stays.
+if [[ " ${missing[*]:-} " == *" containerd "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-active -q containerd 2>/dev/null; then
+  systemctl disable --now containerd || true
 fi
 
 # Python side: a virtualenv next to the checkout.
@@ -71,6 +84,12 @@ case "$mode" in
     fi
     exit "$rc"
     ;;
+  bench)
+    if [[ " ${*:2} " == *" --profile "* ]]; then
+      .venv/bin/pip install -q --disable-pip-version-check py-spy
+    fi
+    exec .venv/bin/python tests/bench/compare.py "${@:2}"
+    ;;
   install)
     echo "peapod installed: .venv/bin/peapod run"
     ;;
@@ -80,7 +99,7 @@ case "$mode" in
     systemctl enable --now peapod.service
     ;;
   *)
-    echo "usage: deploy/setup.sh [run|test|install|service]" >&2
+    echo "usage: deploy/setup.sh [run|test|bench|install|service]" >&2
     exit 2
     ;;
 esac

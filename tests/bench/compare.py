@@ -1,0 +1,259 @@
+"""peapod side by side with containerd: the same CRI workload against both, in one run.
+
+Run as root from the repository root (``deploy/setup.sh bench`` installs what it needs):
+
+    .venv/bin/python tests/bench/compare.py [--quick] [--profile] [--runtimes peapod,containerd]
+        [--endpoint NAME=unix:///path.sock ...] [--results DIR] [counts, see --help]
+
+It starts a loopback docker-registry with images it builds (a catatonit pause image, a
+busybox image, a ~100 MiB multi-layer image), writes one CNI conflist both runtimes use
+(bridge + host-local + portmap on a free /22), starts peapod from this checkout and
+Debian's containerd (CRI plugin, runc v2 shim, the same /usr/sbin/runc and
+/usr/lib/cni), each on its own socket and state directories, then runs the scenarios
+(see scenarios.py) alternating the runtimes, prints a table of median / p90 / p99 per
+runtime with the ratio of the medians, writes the same as JSON under --results, and
+tears everything down. ``--endpoint`` adds a CRI runtime the operator already runs; it
+must be able to pull from the registry over plain HTTP and run pods on its own network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+for _path in (REPO, HERE.parent, HERE):  # peapod's api package, tests/support, this folder
+    sys.path.insert(0, str(_path))
+
+from environment import BenchEnvironment  # noqa: E402
+from report import table, write_json  # noqa: E402
+from runtimes import (  # noqa: E402
+    ContainerdRuntime,
+    ExternalRuntime,
+    PeapodRuntime,
+    RuntimeUnderTest,
+    Shared,
+)
+from scenarios import Comparison, Settings  # noqa: E402
+
+MANAGED = {"peapod": PeapodRuntime, "containerd": ContainerdRuntime}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--runtimes",
+        default="peapod,containerd",
+        help="managed runtimes to start, in order (peapod, containerd)",
+    )
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=ENDPOINT",
+        help="also measure a CRI runtime already running at ENDPOINT",
+    )
+    p.add_argument("--subject", default="peapod", help="numerator of the ratio column")
+    p.add_argument("--baseline", default="containerd", help="denominator of the ratio column")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "results",
+        help="directory for the JSON result (default tests/bench/results)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the peapod daemon with py-spy during each scenario",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts (a smoke run of every scenario in about a minute)",
+    )
+    d = Settings()
+    p.add_argument("--seq-pods", type=int, default=d.seq_pods)
+    p.add_argument("--conc-pods", type=int, default=d.conc_pods)
+    p.add_argument("--conc-clients", type=int, default=d.conc_clients)
+    p.add_argument("--exec-seconds", type=float, default=d.exec_seconds)
+    p.add_argument("--pull-reps", type=int, default=d.pull_reps)
+    p.add_argument("--pull-mb", type=int, default=100)
+    p.add_argument("--queries", type=int, default=d.queries)
+    return p.parse_args()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        return Settings(
+            seq_pods=4,
+            seq_round=2,
+            conc_pods=10,
+            conc_clients=5,
+            conc_rounds=2,
+            exec_seconds=2,
+            exec_rounds=2,
+            pull_reps=1,
+            queries=30,
+            query_rounds=3,
+        )
+    return Settings(
+        seq_pods=args.seq_pods,
+        conc_pods=args.conc_pods,
+        conc_clients=args.conc_clients,
+        exec_seconds=args.exec_seconds,
+        pull_reps=args.pull_reps,
+        queries=args.queries,
+    )
+
+
+class Profiler:
+    """py-spy on one daemon, one raw (collapsed stacks) file per scenario."""
+
+    def __init__(self, runtime: RuntimeUnderTest, out_dir: Path) -> None:
+        found = shutil.which("py-spy") or str(REPO / ".venv" / "bin" / "py-spy")
+        if not Path(found).exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        self.binary = found
+        self.runtime = runtime
+        self.out_dir = out_dir
+
+    @contextlib.contextmanager
+    def around(self, scenario: str) -> Iterator[None]:
+        pid = self.runtime.daemon_pid()
+        if pid is None:
+            yield
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        name = scenario.split(":")[0].replace(" ", "-").replace(",", "")
+        out = self.out_dir / f"{self.runtime.name}-{name}.txt"
+        proc = subprocess.Popen(
+            [
+                self.binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+                "--threads",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            print(f"   py-spy profile: {out}", flush=True)
+
+
+def on_sigterm(_sig: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main() -> int:
+    args = parse_args()
+    settings = settings_from(args)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    started = datetime.now(UTC)
+    t_start = time.monotonic()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+
+    env = BenchEnvironment(big_mb=10 if args.quick else args.pull_mb)
+    runtimes: list[RuntimeUnderTest] = []
+    print("setting up: registry, images, CNI network", flush=True)
+    try:
+        env.open()
+        assert env.images is not None and env.subnet is not None
+        shared = Shared(
+            env.base, env.registry.host, env.net_dir, env.images.pause, env.cgroup_root, env.run_tag
+        )
+        for name in [n for n in args.runtimes.split(",") if n]:
+            if name not in MANAGED:
+                raise SystemExit(f"unknown runtime {name!r}; managed ones: {', '.join(MANAGED)}")
+            runtimes.append(MANAGED[name](name, shared))
+        for spec in args.endpoint:
+            name, _, endpoint = spec.partition("=")
+            if not name or not endpoint:
+                raise SystemExit(f"--endpoint wants NAME=ENDPOINT, got {spec!r}")
+            runtimes.append(ExternalRuntime(name, shared, endpoint))
+        for rt in runtimes:
+            print(f"starting {rt.name}", flush=True)
+            rt.start()
+        hook = None
+        if args.profile:
+            peapod = next((r for r in runtimes if isinstance(r, PeapodRuntime)), None)
+            if peapod is None:
+                raise SystemExit("--profile profiles peapod, which is not in --runtimes")
+            hook = Profiler(peapod, args.results / f"profile-{stamp}").around
+        run = Comparison(runtimes, env.images, settings, hook)
+        print(f"network {env.subnet.network} on bridge {env.bridge}; preparing images", flush=True)
+        run.prepare()
+        run.sequential_start()
+        run.exec_sync()
+        run.pull()
+        run.concurrent_start()
+        run.queries()
+        run.memory()
+        run.concurrent_teardown()
+
+        names = [rt.name for rt in runtimes]
+        metrics = sorted(run.metrics, key=lambda m: m.scenario.split()[0])
+        print()
+        print(table(metrics, names, args.baseline, args.subject))
+        out = args.results / f"compare-{stamp}.json"
+        write_json(
+            out,
+            started=started,
+            seconds=time.monotonic() - t_start,
+            settings={
+                **settings.as_dict(),
+                "pull_mb": env.big_mb,
+                "pull_layers": env.big_layers,
+                "network": env.conflist(),
+                "images": env.images.__dict__,
+            },
+            versions={rt.name: rt.versions() for rt in runtimes},
+            configs={rt.name: rt.config() for rt in runtimes},
+            metrics=metrics,
+            runtimes=names,
+            baseline=args.baseline,
+            subject=args.subject,
+        )
+        print(f"\nresults: {out}  ({time.monotonic() - t_start:.0f} s)")
+        return 0
+    finally:
+        print("tearing down", flush=True)
+        for rt in reversed(runtimes):
+            try:
+                rt.stop()
+            except Exception as err:  # keep tearing the rest down
+                print(f"teardown of {rt.name} failed: {err}", file=sys.stderr)
+        left = env.close()
+        if left:
+            print(f"left behind: {left}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The comparison's output: a terminal table and a JSON file with the machine it ran on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from measure import Metric
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: CPU, memory, kernel, distribution, cgroup layout."""
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 1024 / 1024, 1)
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                info["os"] = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    hybrid = Path("/sys/fs/cgroup/unified").is_dir()
+    info["cgroups"] = "v2" if unified else ("hybrid" if hybrid else "v1")
+    info["load_avg_at_end"] = list(os.getloadavg())
+    return info
+
+
+def python_version() -> str:
+    return platform.python_version()
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("ms", "ms/exec") or abs(value) < 10:
+        return f"{value:.2f}"
+    return f"{value:.1f}"
+
+
+def table(metrics: list[Metric], runtimes: list[str], baseline: str, subject: str) -> str:
+    """Median, p90 and p99 per runtime and the subject/baseline ratio of the medians."""
+    head = ["scenario", "figure", "unit"]
+    for rt in runtimes:
+        head += [f"{rt} median", "p90", "p99"]
+    ratio_head = f"{subject}/{baseline}"
+    head.append(ratio_head)
+    rows: list[list[str]] = []
+    for m in metrics:
+        row = [m.scenario, m.name, m.unit + (" (higher better)" if m.better == "higher" else "")]
+        for rt in runtimes:
+            s = m.summary(rt)
+            if not s:
+                row += ["-", "-", "-"]
+            elif s["n"] == 1:
+                row += [fmt(s["median"], m.unit), "", ""]
+            else:
+                row += [fmt(s["median"], m.unit), fmt(s["p90"], m.unit), fmt(s["p99"], m.unit)]
+        r = m.ratio(subject, baseline) if subject in runtimes and baseline in runtimes else None
+        row.append("-" if r is None else f"{r:.2f}")
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    numeric = set(range(3, len(head)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(head), "  ".join("-" * w for w in widths)]
+    last = None
+    for row in rows:
+        if last is not None and row[0] != last:
+            out.append("")
+        out.append(line(row) if row[0] != last else line(["", *row[1:]]))
+        last = row[0]
+    return "\n".join(out)
+
+
+def write_json(
+    path: Path,
+    *,
+    started: datetime,
+    seconds: float,
+    settings: dict[str, Any],
+    versions: dict[str, dict[str, str]],
+    configs: dict[str, Any],
+    metrics: list[Metric],
+    runtimes: list[str],
+    baseline: str,
+    subject: str,
+) -> None:
+    data = {
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "python": python_version(),
+        "runtimes": runtimes,
+        "ratio": f"{subject}/{baseline}",
+        "settings": settings,
+        "versions": versions,
+        "configs": configs,
+        "git": git_head(),
+        "metrics": [
+            {
+                "scenario": m.scenario,
+                "name": m.name,
+                "unit": m.unit,
+                "better": m.better,
+                "ratio": m.ratio(subject, baseline),
+                "runtimes": {
+                    rt: {**m.summary(rt), "samples": m.samples.get(rt, [])} for rt in runtimes
+                },
+            }
+            for m in metrics
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def git_head() -> str:
+    out = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+    )
+    return out.stdout.strip()
