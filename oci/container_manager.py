@@ -406,28 +406,35 @@ class ContainerManager:
         return made
 
     def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:
-        """Wait up to ``seconds`` for the container to be recorded as exited."""
+        """Wait up to ``seconds`` for the container to be recorded as exited.
+
+        The state is checked with the condition's lock held, so an exit recorded between
+        the check and the wait still wakes us (``_finish`` notifies under that lock).
+        """
         deadline = time.monotonic() + seconds
         gone_since: float | None = None
         while True:
-            rec = self.store.get(ctr_id)
-            if rec is None or rec.state not in (CREATED, RUNNING):
-                return True
-            now = time.monotonic()
-            if not _alive(rec.pid, rec.pid_start):
-                # The process is gone: conmon writes its exit file right after reaping it.
-                self._record_exit(ctr_id)
-                gone_since = gone_since or now
-                if now - gone_since > MONITOR_EXIT_WAIT and not _alive(
-                    rec.monitor_pid, rec.monitor_start
-                ):
-                    self._mark_lost(ctr_id, "the monitor exited without writing an exit status")
-                    continue
-            if now >= deadline:
-                return False
-            if ctx is not None:
-                ctx.check()
             with self._exited:
+                rec = self.store.get(ctr_id)
+                if rec is None or rec.state not in (CREATED, RUNNING):
+                    return True
+                now = time.monotonic()
+                if not _alive(rec.pid, rec.pid_start):
+                    # The process is gone: conmon writes its exit file right after reaping it.
+                    self._record_exit(ctr_id)
+                    gone_since = gone_since or now
+                    if now - gone_since > MONITOR_EXIT_WAIT and not _alive(
+                        rec.monitor_pid, rec.monitor_start
+                    ):
+                        self._mark_lost(ctr_id, "the monitor exited without writing an exit status")
+                        continue
+                    current = self.store.get(ctr_id)
+                    if current is None or current.state not in (CREATED, RUNNING):
+                        return True
+                if now >= deadline:
+                    return False
+                if ctx is not None:
+                    ctx.check()
                 self._exited.wait(min(_POLL, max(deadline - now, 0.001)))
 
     # ---- liveness (the daemon's periodic probe) --------------------------------

@@ -16,7 +16,8 @@ never touch SQLite.
 
 Layers stay while an image, a lease (a pull in progress) or a hold (a container,
 persisted in ``layer_holds``) references them; when the last reference goes they are
-collected.
+collected: dropped from the index at once, moved to ``tmp/``, and deleted from disk by a
+background thread (``wait_collected`` waits for that).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from cri.errors import (
     ResourceExhausted,
 )
 from oci.layer_unpack import Compression, unpack_layer
+from oci.tree_deleter import TreeDeleter
 
 log = logging.getLogger("peapod.images")
 
@@ -167,6 +169,7 @@ class ImageStore:
         self._lock = threading.RLock()
         self._leases: set[Lease] = set()
         self._unpacking: dict[str, _Unpack] = {}
+        self._deleter = TreeDeleter()  # collected layers are unlinked off the rpc path
         for d in (self._blobs_dir / "sha256", self._layers_dir, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._index = self._recover()
@@ -557,7 +560,7 @@ class ImageStore:
                 tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
                 tx.executemany("DELETE FROM layers WHERE diff_id = ?", [(d,) for d in layers])
             trash = self._drop(after, layers, blobs)
-        _rmtrees(trash)
+        self._deleter.delete(trash)
         log.info("image removed", extra={"image": image_id, "layers_collected": len(layers)})
 
     # ------------------------------------------------------------ holds
@@ -600,9 +603,13 @@ class ImageStore:
                 tx.execute("DELETE FROM layer_holds WHERE holder = ?", (holder,))
                 tx.executemany("DELETE FROM layers WHERE diff_id = ?", [(d,) for d in layers])
             trash = self._drop(after, layers, set())
-        _rmtrees(trash)
+        self._deleter.delete(trash)
 
     # ------------------------------------------------------------ collection
+    def wait_collected(self, timeout: float = 30) -> bool:
+        """Until the layers collected so far are deleted from disk (False on timeout)."""
+        return self._deleter.wait_idle(timeout)
+
     def _end_lease(self, lease: Lease) -> None:
         with self._lock:
             if lease.closed:

@@ -15,9 +15,13 @@ from cri.handlers.container_convert import (
     to_pb_status,
     verbose_info,
 )
+from cri.handlers.item_cache import ItemCache
+from oci.container_record import ContainerRecord
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
+
+_ITEMS: ItemCache[ContainerRecord, pb.Container] = ItemCache(to_pb_container)
 
 
 def container_status(
@@ -44,4 +48,5 @@ def list_containers(
     if req.HasField("filter") and flt is None:
         return pb.ListContainersResponse()
     records = d.containers.list(flt)
-    return pb.ListContainersResponse(containers=[to_pb_container(r) for r in records])
+    items = _ITEMS.items(records, len(d.containers.store.all()))
+    return pb.ListContainersResponse(containers=items)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -11,40 +10,14 @@ import grpc
 from api import api_pb2 as pb
 from cri.call import require
 from cri.handlers import sandbox_convert
+from cri.handlers.item_cache import ItemCache
 from sandbox.record import SandboxRecord
 
 if TYPE_CHECKING:
     from cri.daemon import Daemon
 
 
-class _ItemCache:
-    """The list item of each record snapshot, converted once.
-
-    Records are immutable snapshots replaced on every change, so an item stays
-    valid as long as the cached record *is* the current one.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[SandboxRecord, pb.PodSandbox]] = {}
-        self._lock = threading.Lock()
-
-    def items(self, records: list[SandboxRecord], live: int) -> list[pb.PodSandbox]:
-        out = []
-        for rec in records:
-            hit = self._items.get(rec.id)
-            if hit is None or hit[0] is not rec:
-                hit = (rec, sandbox_convert.to_pb_sandbox(rec))
-                with self._lock:  # the pruning below iterates the dict
-                    self._items[rec.id] = hit
-            out.append(hit[1])
-        if len(self._items) > 2 * live + 64:  # forget removed pods now and then
-            with self._lock:
-                keep = {r.id for r in records} if len(records) == live else set()
-                self._items = {k: v for k, v in self._items.items() if k in keep}
-        return out
-
-
-_ITEMS = _ItemCache()
+_ITEMS: ItemCache[SandboxRecord, pb.PodSandbox] = ItemCache(sandbox_convert.to_pb_sandbox)
 
 
 def pod_sandbox_status(

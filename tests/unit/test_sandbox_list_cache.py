@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cri.handlers.sandbox_status import _ItemCache
+from cri.handlers import sandbox_convert
+from cri.handlers.item_cache import ItemCache
 from sandbox.pod_config import PodMetadata
 from sandbox.record import READY, SandboxRecord
 
@@ -29,7 +30,7 @@ def record() -> SandboxRecord:
 
 
 def test_concurrent_lists_while_pods_come_and_go_never_fail(busy_switching: None) -> None:
-    cache = _ItemCache()
+    cache = ItemCache(sandbox_convert.to_pb_sandbox)
     errors: list[BaseException] = []
 
     def lister() -> None:
