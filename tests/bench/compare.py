@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -182,6 +183,7 @@ def main() -> int:
     settings = settings_from(args)
     signal.signal(signal.SIGTERM, on_sigterm)
     started = datetime.now(UTC)
+    load_at_start = list(os.getloadavg())
     t_start = time.monotonic()
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
 
@@ -243,6 +245,7 @@ def main() -> int:
                 **settings.as_dict(),
                 "pull_mb": env.big_mb,
                 "pull_layers": env.big_layers,
+                "load_avg_at_start": load_at_start,
                 "network": env.conflist(),
                 "images": env.images.__dict__,
             },

@@ -233,7 +233,8 @@ class Comparison:
             per = self.metric(S3, "daemon + monitor CPU per exec", "ms/exec")
             for rt in self.runtimes:
                 rate.add(rt.name, counts[rt.name] / spent[rt.name])
-                per.add(rt.name, cpu[rt.name] * 1000 / counts[rt.name])
+                if rt.daemon_pid() is not None:  # unknown for a runtime this run did not start
+                    per.add(rt.name, cpu[rt.name] * 1000 / counts[rt.name])
                 self.stop_pod(rt, targets[rt.name])
 
     # ------------------------------------------------------------ 4
@@ -265,6 +266,7 @@ class Comparison:
             lp = self.metric(S5, f"ListPodSandbox, {label}", "ms")
             lc = self.metric(S5, f"ListContainers, {label}", "ms")
             cs = self.metric(S5, f"ContainerStatus, {label}", "ms")
+            floor = self.metric(S5, "Version (an empty rpc: the floor)", "ms")
             per = max(1, s.queries // s.query_rounds)
             for rt in self.rounds(s.query_rounds):
                 d = rt.driver
@@ -274,6 +276,8 @@ class Comparison:
                     lp.add(rt.name, timed(d.list_pods) * 1000)
                 for _ in range(per):
                     lc.add(rt.name, timed(d.list_containers) * 1000)
+                for _ in range(per):
+                    floor.add(rt.name, timed(d.version) * 1000)
                 for i in range(per):
                     c = ctrs[i % len(ctrs)]
                     cs.add(rt.name, timed(lambda c=c, d=d: d.container_status(c)) * 1000)
