@@ -157,7 +157,11 @@ def create_pod_cgroup(
             d = root
             for part in parts:
                 d = d / part
-                if _mkdir(d, cg.created) and root == cpuset_root:
+                _mkdir(d, cg.created)
+                if root == cpuset_root:
+                    # Every level, not only the ones made here: a concurrent caller may have
+                    # made a parent and not yet filled it, and tasks in an empty cpuset fail
+                    # with ENOSPC. Top-down, each level copies from a filled parent.
                     _copy_cpuset(d)
             cg.dirs.append(d)
             if layout.version == V2:

@@ -158,6 +158,7 @@ class Profiler:
                 str(out),
                 "--nonblocking",
                 "--threads",
+                "--idle",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -292,6 +292,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
         )
 
     def start(self) -> None:
+        if not os.access(CONTAINERD, os.X_OK):
+            raise RuntimeError(f"{CONTAINERD} not found: install Debian's containerd "
+                               "(./deploy/setup.sh bench does)")
         self.dir.mkdir(parents=True)
         self.made_shim_dir = not self.SHIM_SOCKETS.exists()
         (self.dir / "config.toml").write_text(self.config_toml())

@@ -97,6 +97,35 @@ def test_existing_parents_are_kept(top: str) -> None:
     assert all((root / top).is_dir() and not (root / top / "pod1").exists() for root in roots)
 
 
+def test_a_parent_made_but_not_yet_filled_by_another_pod_is_filled(
+    top: str, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """Two pods created at once under a new parent: the one that loses the mkdir race
+    must not copy the parent's still-empty cpuset (a task there fails with ENOSPC)."""
+    cpuset = detect_layout().v1["cpuset"]
+    (cpuset / top).mkdir()  # as the other RunPodSandbox leaves it between mkdir and copy
+    assert (cpuset / top / "cpuset.cpus").read_text().strip() == ""
+    cg = create_pod_cgroup(f"/{top}/pod1")
+    assert (cpuset / top / "pod1" / "cpuset.cpus").read_text().strip()
+    cg.add_process(sleeper.pid)  # ENOSPC here if the pod's cpuset were empty
+    assert cg.pids() == {sleeper.pid}
+
+
+def test_concurrent_pods_under_a_new_parent_all_take_processes(top: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    procs = [subprocess.Popen(["sleep", "300"]) for _ in range(8)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            cgs = list(pool.map(lambda i: create_pod_cgroup(f"/{top}/shared/pod{i}"), range(8)))
+        for cg, proc in zip(cgs, procs, strict=True):
+            cg.add_process(proc.pid)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def test_remove_after_restart_from_record(top: str) -> None:
     code = (
         "import json; from sandbox.cgroups import create_pod_cgroup; "
