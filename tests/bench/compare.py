@@ -260,6 +260,8 @@ def main() -> int:
         print(f"\nresults: {out}  ({time.monotonic() - t_start:.0f} s)")
         return 0
     finally:
+        # Teardown must finish, or pods, mounts and cgroups stay behind: no second SIGTERM.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("tearing down", flush=True)
         for rt in reversed(runtimes):
             try:
