@@ -143,3 +143,58 @@ def git_head() -> str:
         cwd=Path(__file__).resolve().parent,
     )
     return out.stdout.strip()
+
+
+def load(path: Path) -> tuple[list[Metric], list[str], str, str]:
+    """Metrics, runtimes, subject and baseline of a saved run."""
+    data = json.loads(path.read_text())
+    subject, _, baseline = data["ratio"].partition("/")
+    metrics = []
+    for item in data["metrics"]:
+        m = Metric(item["scenario"], item["name"], item["unit"], item["better"])
+        for rt, got in item["runtimes"].items():
+            if got.get("samples"):
+                m.add(rt, *got["samples"])
+        metrics.append(m)
+    return metrics, data["runtimes"], subject, baseline
+
+
+def markdown(metrics: list[Metric], runtimes: list[str], baseline: str, subject: str) -> str:
+    """The table as Markdown: median (p90, p99) per runtime, and the ratio of medians."""
+    head = ["scenario", "figure", *(f"{rt} median (p90 / p99)" for rt in runtimes),
+            f"{subject}/{baseline}"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    last = None
+    for m in metrics:
+        unit = m.unit + (", higher is better" if m.better == "higher" else "")
+        cells = [m.scenario if m.scenario != last else "", f"{m.name} ({unit})"]
+        last = m.scenario
+        for rt in runtimes:
+            s = m.summary(rt)
+            if not s:
+                cells.append("-")
+            elif s["n"] == 1:
+                cells.append(fmt(s["median"], m.unit))
+            else:
+                cells.append(f"{fmt(s['median'], m.unit)} ({fmt(s['p90'], m.unit)} / "
+                             f"{fmt(s['p99'], m.unit)})")
+        r = m.ratio(subject, baseline)
+        cells.append("-" if r is None else f"{r:.2f}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Print a saved comparison again.")
+    p.add_argument("result", type=Path, help="a compare-*.json file")
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    args = p.parse_args()
+    metrics, runtimes, subject, baseline = load(args.result)
+    show = markdown if args.markdown else table
+    print(show(metrics, runtimes, baseline, subject))
+
+
+if __name__ == "__main__":
+    main()
