@@ -16,8 +16,7 @@ never touch SQLite.
 
 Layers stay while an image, a lease (a pull in progress) or a hold (a container,
 persisted in ``layer_holds``) references them; when the last reference goes they are
-collected: dropped from the index at once, moved to ``tmp/``, and deleted from disk by a
-background thread (``wait_collected`` waits for that).
+collected.
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ from cri.errors import (
     ResourceExhausted,
 )
 from oci.layer_unpack import Compression, unpack_layer
-from oci.tree_deleter import TreeDeleter
 
 log = logging.getLogger("peapod.images")
 
@@ -169,7 +167,6 @@ class ImageStore:
         self._lock = threading.RLock()
         self._leases: set[Lease] = set()
         self._unpacking: dict[str, _Unpack] = {}
-        self._deleter = TreeDeleter()  # collected layers are unlinked off the rpc path
         for d in (self._blobs_dir / "sha256", self._layers_dir, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._index = self._recover()
@@ -560,7 +557,7 @@ class ImageStore:
                 tx.execute("DELETE FROM images WHERE id = ?", (image_id,))
                 tx.executemany("DELETE FROM layers WHERE diff_id = ?", [(d,) for d in layers])
             trash = self._drop(after, layers, blobs)
-        self._deleter.delete(trash)
+        _rmtrees(trash)  # before answering: the kubelet's image GC measures the space freed
         log.info("image removed", extra={"image": image_id, "layers_collected": len(layers)})
 
     # ------------------------------------------------------------ holds
@@ -603,13 +600,9 @@ class ImageStore:
                 tx.execute("DELETE FROM layer_holds WHERE holder = ?", (holder,))
                 tx.executemany("DELETE FROM layers WHERE diff_id = ?", [(d,) for d in layers])
             trash = self._drop(after, layers, set())
-        self._deleter.delete(trash)
+        _rmtrees(trash)
 
     # ------------------------------------------------------------ collection
-    def wait_collected(self, timeout: float = 30) -> bool:
-        """Until the layers collected so far are deleted from disk (False on timeout)."""
-        return self._deleter.wait_idle(timeout)
-
     def _end_lease(self, lease: Lease) -> None:
         with self._lock:
             if lease.closed:
@@ -854,10 +847,13 @@ def _syncfs(path: Path) -> None:
 
 
 def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
 
 
 def _rmtrees(paths: list[Path]) -> None:
