@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,7 +88,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small counts (a smoke run of every scenario in about a minute)",
+        help="small counts: a smoke run of every scenario in about 20 s",
     )
     d = Settings()
     p.add_argument("--seq-pods", type=int, default=d.seq_pods)
@@ -142,7 +143,7 @@ class Profiler:
             yield
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        name = scenario.split(":")[0].replace(" ", "-").replace(",", "")
+        name = re.sub(r"[^A-Za-z0-9]+", "-", scenario).strip("-")
         out = self.out_dir / f"{self.runtime.name}-{name}.txt"
         proc = subprocess.Popen(
             [
@@ -190,6 +191,8 @@ def main() -> int:
 
     env = BenchEnvironment(big_mb=10 if args.quick else args.pull_mb)
     runtimes: list[RuntimeUnderTest] = []
+    run: Comparison | None = None
+    error = ""
     print("setting up: registry, images, CNI network", flush=True)
     try:
         env.open()
@@ -217,60 +220,83 @@ def main() -> int:
             hook = Profiler(peapod, args.results / f"profile-{stamp}").around
         run = Comparison(runtimes, env.images, settings, hook)
         print(f"network {env.subnet.network} on bridge {env.bridge}; preparing images", flush=True)
-        run.prepare()
-        wanted = set(args.scenarios.split(","))
-        if "1" in wanted:
-            run.sequential_start()
-        if "3" in wanted:
-            run.exec_sync()
-        if "4" in wanted:
-            run.pull()
-        if wanted & {"2", "5", "6"}:
-            run.concurrent_start()
-            if "5" in wanted:
-                run.queries()
-            if "6" in wanted:
-                run.memory()
-            run.concurrent_teardown()
-
-        names = [rt.name for rt in runtimes]
-        metrics = sorted(run.metrics, key=lambda m: m.scenario.split()[0])
-        print()
-        print(table(metrics, names, args.baseline, args.subject))
-        out = args.results / f"compare-{stamp}.json"
-        write_json(
-            out,
-            started=started,
-            seconds=time.monotonic() - t_start,
-            settings={
-                **settings.as_dict(),
-                "pull_mb": env.big_mb,
-                "pull_layers": env.big_layers,
-                "load_avg_at_start": load_at_start,
-                "network": env.conflist(),
-                "images": env.images.__dict__,
-            },
-            versions={rt.name: rt.versions() for rt in runtimes},
-            configs={rt.name: rt.config() for rt in runtimes},
-            metrics=metrics,
-            runtimes=names,
-            baseline=args.baseline,
-            subject=args.subject,
-        )
-        print(f"\nresults: {out}  ({time.monotonic() - t_start:.0f} s)")
-        return 0
+        run_scenarios(run, set(args.scenarios.split(",")))
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        # Teardown must finish, or pods, mounts and cgroups stay behind: no second SIGTERM.
+        # Teardown must finish, or pods, mounts and cgroups stay behind: no second signal.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            save(run, runtimes, env, args, settings, started, t_start, load_at_start, stamp, error)
+        except Exception as err:  # the teardown below must run whatever happened
+            print(f"could not write the results: {err}", file=sys.stderr)
         print("tearing down", flush=True)
+        left: list[str] = []
         for rt in reversed(runtimes):
             try:
-                rt.stop()
+                left += rt.stop()
             except Exception as err:  # keep tearing the rest down
-                print(f"teardown of {rt.name} failed: {err}", file=sys.stderr)
-        left = env.close()
+                left.append(f"teardown of {rt.name} failed: {err}")
+        left += env.close()
         if left:
-            print(f"left behind: {left}", file=sys.stderr)
+            print("left behind or failed in teardown:\n  " + "\n  ".join(left), file=sys.stderr)
+    return 1 if left else 0
+
+
+def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnvironment,
+         args: argparse.Namespace, settings: Settings, started: datetime, t_start: float,
+         load_at_start: list[float], stamp: str, error: str) -> None:
+    """Print the table and write the JSON of what was measured, even of a failed run."""
+    if run is None or not run.metrics:
+        return
+    names = [rt.name for rt in runtimes]
+    metrics = sorted(run.metrics, key=lambda m: m.scenario.split()[0])
+    print()
+    print(table(metrics, names, args.baseline, args.subject))
+    out = args.results / f"compare-{stamp}.json"
+    write_json(
+        out,
+        started=started,
+        seconds=time.monotonic() - t_start,
+        settings={
+            **settings.as_dict(),
+            "scenarios": args.scenarios,
+            "pull_mb": env.big_mb,
+            "pull_layers": env.big_layers,
+            "load_avg_at_start": load_at_start,
+            "network": env.conflist(),
+            "images": env.images.__dict__ if env.images else {},
+        },
+        versions={rt.name: rt.versions() for rt in runtimes},
+        configs={rt.name: rt.config() for rt in runtimes},
+        metrics=metrics,
+        runtimes=names,
+        baseline=args.baseline,
+        subject=args.subject,
+        error=error,
+    )
+    what = "partial results (the run failed)" if error else "results"
+    print(f"\n{what}: {out}  ({time.monotonic() - t_start:.0f} s)")
+
+
+def run_scenarios(run: Comparison, wanted: set[str]) -> None:
+    """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
+    run.prepare()
+    if "1" in wanted:
+        run.sequential_start()
+    if "3" in wanted:
+        run.exec_sync()
+    if "4" in wanted:
+        run.pull()
+    if wanted & {"2", "5", "6"}:
+        run.concurrent_start()
+        if "5" in wanted:
+            run.queries()
+        if "6" in wanted:
+            run.memory()
+        run.concurrent_teardown()
 
 
 if __name__ == "__main__":

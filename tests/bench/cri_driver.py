@@ -164,10 +164,13 @@ class CriDriver:
         req = pb.ListPodSandboxRequest(filter=flt)
         return list(self.runtime.ListPodSandbox(req, timeout=10).items)
 
-    def remove_all_pods(self) -> int:
-        """Stop and remove this run's pods; returns how many there were."""
-        pods = self.run_pods()
-        for pod in pods:
-            self.stop_pod(pod.id)
-            self.remove_pod(pod.id)
-        return len(pods)
+    def remove_all_pods(self) -> list[str]:
+        """Stop and remove this run's pods, each on its own; returns the failures."""
+        failures = []
+        for pod in self.run_pods():
+            try:
+                self.stop_pod(pod.id)
+                self.remove_pod(pod.id)
+            except grpc.RpcError as err:
+                failures.append(f"pod {pod.id}: {err.code().name}: {err.details()}")
+        return failures

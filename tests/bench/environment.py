@@ -9,9 +9,12 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from support.registry import Registry
 from support.subnets import SubnetLease, reserve
 
 CATATONIT = Path("/usr/bin/catatonit")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CNI_CACHE = Path("/var/lib/cni")  # libcni's result cache, where containerd keeps it
 
 
@@ -53,18 +57,53 @@ def cgroup_hierarchies() -> list[Path]:
 
 
 def remove_cgroup_tree(relative: str) -> list[str]:
-    """rmdir ``/<relative>`` and everything below it in every hierarchy; what stayed."""
-    left = []
-    for root in cgroup_hierarchies():
-        top = root / relative
-        if not top.is_dir():
-            continue
+    """Kill what still runs in ``/<relative>`` and rmdir it, bottom-up, in every hierarchy.
+
+    Returns what stayed.
+    """
+    tops = [root / relative for root in cgroup_hierarchies() if (root / relative).is_dir()]
+    for top in tops:
+        for dirpath, _dirs, _files in os.walk(top):
+            with contextlib.suppress(OSError):
+                for pid in Path(dirpath, "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+    left: list[str] = []
+    for top in tops:
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                left.append(dirpath)
+            for attempt in range(20):  # a killed task leaves its cgroup a moment later
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if attempt == 19:
+                        left.append(dirpath)
+                    time.sleep(0.05)
     return left
+
+
+def remove_iptables_rules(marker: str) -> list[str]:
+    """Delete every rule whose text has ``marker`` (CNI writes the network name in a
+    comment), then flush and delete the CNI chains those rules jumped to; what stayed."""
+    for table in ("nat", "filter"):
+        out = subprocess.run(["iptables-save", "-t", table], capture_output=True,
+                             text=True).stdout
+        chains: set[str] = set()
+        for line in out.splitlines():
+            if line.startswith("-A ") and marker in line:
+                args = shlex.split(line)
+                if "-j" in args:
+                    target = args[args.index("-j") + 1]
+                    if target.startswith("CNI-"):
+                        chains.add(target)
+                subprocess.run(["iptables", "-t", table, "-D", *args[1:]], capture_output=True)
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    return [f"iptables: {line}" for line in out.splitlines() if marker in line]
 
 
 class BenchEnvironment:
@@ -82,6 +121,7 @@ class BenchEnvironment:
         self.subnet: SubnetLease | None = None
         self.images: Images | None = None
         self.made_cni_cache = not CNI_CACHE.exists()
+        self.ip_forward = IP_FORWARD.read_text()
 
     def open(self) -> BenchEnvironment:
         self.registry.start()
@@ -129,7 +169,13 @@ class BenchEnvironment:
             self.subnet.release()
         if Path(f"/sys/class/net/{self.bridge}").exists():
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        left += self.leftover_ipmasq_rules()
+            if Path(f"/sys/class/net/{self.bridge}").exists():
+                left.append(f"bridge {self.bridge}")
+        left += remove_iptables_rules(f"bench-{self.run_tag}")
+        if IP_FORWARD.read_text() != self.ip_forward:  # the bridge plugin turns it on
+            IP_FORWARD.write_text(self.ip_forward)
+        for cached in (CNI_CACHE / "results").glob(f"bench-{self.run_tag}-*"):
+            cached.unlink(missing_ok=True)
         if self.made_cni_cache:
             for d in (CNI_CACHE / "results", CNI_CACHE):
                 with contextlib.suppress(OSError):
@@ -139,8 +185,3 @@ class BenchEnvironment:
         shutil.rmtree(self.base, ignore_errors=True)
         return left
 
-    def leftover_ipmasq_rules(self) -> list[str]:
-        """iptables rules of this run's network still present (bridge ipMasq, portmap)."""
-        name = f"bench-{self.run_tag}"
-        out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
-        return [line for line in out.splitlines() if name in line]

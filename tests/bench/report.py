@@ -104,8 +104,10 @@ def write_json(
     runtimes: list[str],
     baseline: str,
     subject: str,
+    error: str = "",
 ) -> None:
     data = {
+        "error": error,  # empty for a complete run
         "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "seconds": round(seconds, 1),

@@ -75,6 +75,13 @@ def command_version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
 
 
+def list_dir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def unmount_under(prefix: Path) -> None:
     """Lazily unmount every mount at or below ``prefix``, deepest first."""
     mounts = []
@@ -106,7 +113,8 @@ class RuntimeUnderTest:
     def start(self) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Take the runtime and everything it runs down; returns what went wrong."""
         raise NotImplementedError
 
     def daemon_pid(self) -> int | None:
@@ -145,12 +153,17 @@ class RuntimeUnderTest:
         )
         return self.driver
 
-    def teardown_pods(self) -> None:
-        if self.driver is not None:
-            with contextlib.suppress(Exception):
-                self.driver.remove_all_pods()
-            self.driver.close()
-            self.driver = None
+    def teardown_pods(self) -> list[str]:
+        """Remove this run's pods through the runtime; what could not be removed."""
+        if self.driver is None:
+            return []
+        try:
+            failures = self.driver.remove_all_pods()
+        except Exception as err:  # the runtime may be gone; the caller cleans up after it
+            failures = [f"listing pods failed: {err}"]
+        self.driver.close()
+        self.driver = None
+        return [f"{self.name}: {f}" for f in failures]
 
 
 class PeapodRuntime(RuntimeUnderTest):
@@ -177,16 +190,21 @@ class PeapodRuntime(RuntimeUnderTest):
             config=self.settings(),
             registries_conf=registries_conf_text([self.shared.registry_host]),
         )
-        self.daemon.start(timeout=60)
+        self.daemon.start(timeout=60, new_session=True)
         self.connect().wait_ready()
 
-    def stop(self) -> None:
-        self.teardown_pods()
+    def stop(self) -> list[str]:
+        problems = self.teardown_pods()
         if self.daemon is not None:
             self.daemon.stop()
+            # conmons outlive peapod by design; any left now belong to pods not removed.
+            for pid in self.monitor_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             unmount_under(self.dir)
             self.daemon.cleanup()
             self.daemon = None
+        return problems
 
     def daemon_pid(self) -> int | None:
         return self.daemon.proc.pid if self.daemon and self.daemon.proc else None
@@ -227,6 +245,7 @@ class ContainerdRuntime(RuntimeUnderTest):
         super().__post_init__()
         self.proc: subprocess.Popen[bytes] | None = None
         self.made_shim_dir = False
+        self.shim_sockets_before: set[str] = set()
 
     @property
     def socket(self) -> Path:
@@ -263,6 +282,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
   disable_apparmor = true
   # The pause container's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which hosts without it
   # (this VM) cannot grant: runc then fails. Clamp to containerd's own score, as peapod does.
+  # Pod network namespaces under this run's state directory, not /run/netns.
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = {str(not has_sys_resource()).lower()}
   enable_selinux = false
   stream_server_address = "127.0.0.1"
@@ -297,6 +318,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
                                "(./deploy/setup.sh bench does)")
         self.dir.mkdir(parents=True)
         self.made_shim_dir = not self.SHIM_SOCKETS.exists()
+        self.shim_sockets_before = set(list_dir(self.SHIM_SOCKETS / "s"))
         (self.dir / "config.toml").write_text(self.config_toml())
         certs = self.dir / "certs.d" / self.shared.registry_host
         certs.mkdir(parents=True)
@@ -323,8 +345,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> None:
-        self.teardown_pods()
+    def stop(self) -> list[str]:
+        problems = self.teardown_pods()
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
@@ -340,10 +362,17 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
                 os.kill(pid, signal.SIGKILL)
         unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+        sockets = self.SHIM_SOCKETS / "s"
+        for entry in set(list_dir(sockets)) - self.shim_sockets_before:
+            with contextlib.suppress(OSError):
+                (sockets / entry).unlink()
         if self.made_shim_dir:
-            for d in (self.SHIM_SOCKETS / "s", self.SHIM_SOCKETS):
+            for d in (sockets, self.SHIM_SOCKETS):
                 with contextlib.suppress(OSError):
                     d.rmdir()
+        if self.made_shim_dir and self.SHIM_SOCKETS.exists():
+            problems.append(f"{self.name}: {self.SHIM_SOCKETS} left: {list_dir(sockets)}")
+        return problems
 
     def daemon_pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.poll() is None else None
@@ -383,9 +412,10 @@ class ExternalRuntime(RuntimeUnderTest):
         self.dir.mkdir(parents=True)
         self.connect().wait_ready()
 
-    def stop(self) -> None:
-        self.teardown_pods()
+    def stop(self) -> list[str]:
+        problems = self.teardown_pods()
         shutil.rmtree(self.dir, ignore_errors=True)
+        return problems
 
     def config(self) -> dict[str, Any]:
         return {"endpoint": channel_target(self._endpoint)}

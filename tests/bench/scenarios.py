@@ -13,10 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 from environment import Images
 from measure import Metric, memory, timed, total_cpu
 from runtimes import RuntimeUnderTest
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # PID 1 of every container: ends at once on SIGTERM, as a well-behaved workload does.
 WORKLOAD = ["sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait"]
@@ -28,6 +32,16 @@ S3 = "3 ExecSync"
 S4 = "4 image pull"
 S5 = "5 queries, pods running"
 S6 = "6 memory"
+
+
+def in_parallel(clients: int, items: list[T], call: Callable[[T], R]) -> list[R]:
+    """``call`` on every item from ``clients`` threads; on a failure, calls not yet begun
+    are dropped and the ones under way finish before the error is raised."""
+    pool = ThreadPoolExecutor(clients)
+    try:
+        return list(pool.map(call, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -179,10 +193,8 @@ class Comparison:
             for idx, rt in enumerate(self.rounds(s.conc_rounds)):
                 names = [f"con{idx}-{i}" for i in range(per_round)]
                 t0 = time.perf_counter()
-                with ThreadPoolExecutor(s.conc_clients) as pool:
-                    got = list(
-                        pool.map(lambda n, rt=rt: self.start_pod(rt, self.images.busybox, n), names)
-                    )
+                got = in_parallel(s.conc_clients, names,
+                                  lambda n, rt=rt: self.start_pod(rt, self.images.busybox, n))
                 walls[rt.name] = walls.get(rt.name, 0.0) + time.perf_counter() - t0
                 self.running.setdefault(rt.name, []).extend(got)
                 lat.add(rt.name, *(p.total * 1000 for p in got))
@@ -190,14 +202,18 @@ class Comparison:
                 rate.add(rt.name, len(self.running[rt.name]) / walls[rt.name])
 
     def concurrent_teardown(self) -> None:
+        """Stop and remove the pods of 2 from conc_clients clients, in the rounds they
+        started in, newest first, alternating as they did."""
         s = self.settings
         with self.scenario(f"{S2}: teardown"):
             m = self.metric(S2, f"stop + remove, {s.conc_clients} clients", "ms")
-            for rt in self.order(1):
-                pods = self.running.pop(rt.name, [])
-                with ThreadPoolExecutor(s.conc_clients) as pool:
-                    for times in pool.map(lambda p, rt=rt: self.stop_pod(rt, p), pods):
-                        m.add(rt.name, sum(times) * 1000)
+            per_round = s.conc_pods // s.conc_rounds
+            for rt in reversed(list(self.rounds(s.conc_rounds))):
+                running = self.running.get(rt.name, [])
+                batch, self.running[rt.name] = running[-per_round:], running[:-per_round]
+                for times in in_parallel(s.conc_clients, batch,
+                                         lambda p, rt=rt: self.stop_pod(rt, p)):
+                    m.add(rt.name, sum(times) * 1000)
 
     # ------------------------------------------------------------ 3
     def exec_sync(self) -> None:

@@ -90,11 +90,12 @@ class Peapod:
             *extra,
         ]
 
-    def start(self, *extra: str, timeout: float = 20) -> Peapod:
+    def start(self, *extra: str, timeout: float = 20, new_session: bool = False) -> Peapod:
+        """Start and wait for Version; ``new_session`` keeps a terminal's Ctrl-C off it."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command(*extra), cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env}, start_new_session=new_session,
         )
         log.close()
         deadline = time.monotonic() + timeout

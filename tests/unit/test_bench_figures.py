@@ -68,3 +68,26 @@ def test_cpu_and_memory_of_this_process_are_read_from_proc() -> None:
     mem = memory(int(pid))
     assert mem is not None and mem.rss_kib > 1000 and 0 < mem.pss_kib <= mem.rss_kib
     assert memory(2**22 + 12345) is None
+
+
+def test_in_parallel_keeps_order_and_drops_unstarted_calls_on_failure() -> None:
+    import threading
+    import time
+
+    from scenarios import in_parallel
+
+    assert in_parallel(3, list(range(10)), lambda i: i * i) == [i * i for i in range(10)]
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 0:
+            raise RuntimeError("boom")
+        time.sleep(0.05)
+        return i
+
+    with pytest.raises(RuntimeError, match="boom"):
+        in_parallel(2, list(range(50)), call)
+    assert len(started) < 50  # the queued calls were cancelled, not run
