@@ -25,7 +25,7 @@ NOTREADY = "notready"
 FORMAT = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class SandboxRecord:
     """Everything peapod knows about one pod sandbox.
 

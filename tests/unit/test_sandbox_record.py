@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -85,16 +86,12 @@ def test_facts_for_a_pod_with_its_own_namespaces_and_infra() -> None:
 
 
 def test_facts_for_host_namespaces_and_container_pid_mode() -> None:
-    rec = full_record()
-    rec.ns_paths = {}
-    rec.host_network = rec.host_ipc = rec.host_pid = True
-    rec.pid_mode = NODE
-    rec.shm_path = ""
+    rec = replace(full_record(), ns_paths={}, host_network=True, host_ipc=True,
+                  host_pid=True, pid_mode=NODE, shm_path="")
     facts = rec.facts()
     assert facts.host_network and facts.host_ipc and facts.host_pid
     assert facts.netns_path == facts.ipcns_path == facts.utsns_path == facts.pidns_path == ""
-    rec.pid_mode, rec.host_pid = CONTAINER, False
-    assert rec.facts().pidns_path == ""
+    assert replace(rec, pid_mode=CONTAINER, host_pid=False).facts().pidns_path == ""
 
 
 @pytest.mark.parametrize(
