@@ -1,4 +1,4 @@
-"""Samples and what is read off /proc: percentiles, CPU time, RSS and PSS."""
+"""Samples and what is read off /proc: percentiles, CPU time, RSS and PSS (``memory``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# RSS and PSS in KiB from /proc/PID/smaps_rollup, None once the process is gone: peapod's
+# own reader, which knows nothing of peapod and reads any runtime's processes alike.
+from conmon.procs import memory_usage as memory
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -84,21 +88,4 @@ def total_cpu(pids: Iterable[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
-@dataclass(frozen=True)
-class Memory:
-    rss_kib: int
-    pss_kib: int
-
-
-def memory(pid: int) -> Memory | None:
-    """RSS and PSS from /proc/PID/smaps_rollup; None if the process is gone."""
-    values: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("Rss", "Pss"):
-                    values[key] = int(rest.split()[0])
-    except OSError:
-        return None
-    return Memory(values.get("Rss", 0), values.get("Pss", 0))
+__all__ = ["Metric", "cpu_seconds", "memory", "percentile", "timed", "total_cpu"]

@@ -146,12 +146,15 @@ class Comparison:
             d.exec_sync(warm.container_id, ["true"])
             self.stop_pod(rt, warm)
         time.sleep(2)
-        m = self.metric(S6, "daemon RSS, idle", "MiB")
+        self.daemon_rss(self.metric(S6, "daemon RSS, idle", "MiB"))
+
+    def daemon_rss(self, metric: Metric) -> None:
+        """Each runtime's daemon RSS now, in MiB (none for a runtime this run did not start)."""
         for rt in self.runtimes:
             pid = rt.daemon_pid()
             mem = memory(pid) if pid else None
             if mem:
-                m.add(rt.name, mem.rss_kib / 1024)
+                metric.add(rt.name, mem.rss_kib / 1024)
 
     # ------------------------------------------------------------ 1
     def sequential_start(self) -> None:
@@ -315,11 +318,8 @@ class Comparison:
             pause_rss = self.metric(S6, "pause/infra RSS, each", "MiB")
             pause_pss = self.metric(S6, "pause/infra PSS, each", "MiB")
             total = self.metric(S6, "monitor + pause PSS, per pod", "MiB")
+            self.daemon_rss(busy)
             for rt in self.runtimes:
-                pid = rt.daemon_pid()
-                mem = memory(pid) if pid else None
-                if mem:
-                    busy.add(rt.name, mem.rss_kib / 1024)
                 monitors = [m for m in map(memory, rt.monitor_pids()) if m]
                 pauses = [m for m in map(memory, rt.pause_pids()) if m]
                 n = max(1, pods[rt.name])
