@@ -18,9 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.images import TarBuilder, big_image, build_image, busybox_image, push
+from support.images import (
+    BuiltImage,
+    TarBuilder,
+    big_image,
+    build_image,
+    busybox_image,
+    push,
+)
 from support.registry import Registry
 from support.subnets import SubnetLease, reserve
+
+from sandbox.mounts import MOUNTINFO, parse_mountinfo
 
 CATATONIT = Path("/usr/bin/catatonit")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -38,22 +47,17 @@ class Images:
     big_layers: int
 
 
-def pause_image():  # type: ignore[no-untyped-def]
+def pause_image() -> BuiltImage:
     """A pause image: Debian's static catatonit in pause mode (-P), nothing else."""
     layer = TarBuilder().file("pause", CATATONIT.read_bytes(), mode=0o755).layer()
     return build_image([layer], {"Entrypoint": ["/pause", "-P"], "Cmd": None, "Env": None})
 
 
 def cgroup_hierarchies() -> list[Path]:
-    """Every mounted cgroup hierarchy (v1 controllers and the v2 tree) with a writable root."""
-    roots: list[Path] = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2") and fields[3] == "/":
-                roots.append(Path(fields[4]))
-    return roots
+    """Every mounted cgroup hierarchy root. Not sandbox.cgroups.hierarchy_roots: that lists
+    the controllers peapod uses, while runc makes a container's cgroup in all of them."""
+    return [Path(e.mount_point) for e in parse_mountinfo(MOUNTINFO.read_text())
+            if e.fstype in ("cgroup", "cgroup2") and e.root == "/"]
 
 
 def remove_cgroup_tree(relative: str) -> list[str]:

@@ -22,6 +22,9 @@ from typing import Any
 from cri_driver import CriDriver, channel_target
 from support.daemon import Peapod, registries_conf_text
 
+from oci.capabilities import read_bounding_set
+from sandbox.mounts import MOUNTINFO, parse_mountinfo, umount_all
+
 RUNC = "/usr/sbin/runc"
 CNI_BIN = "/usr/lib/cni"
 CONTAINERD = "/usr/bin/containerd"
@@ -51,20 +54,9 @@ def all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def parent_of(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rpartition(")")[2].split()[1])
-
-
 def has_sys_resource() -> bool:
-    """Whether this process may lower oom_score_adj (CAP_SYS_RESOURCE, bit 24)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> 24 & 1)
-    return False
+    """Whether this host can grant CAP_SYS_RESOURCE (needed to lower oom_score_adj)."""
+    return "CAP_SYS_RESOURCE" in read_bounding_set()
 
 
 def command_version(argv: list[str]) -> str:
@@ -84,14 +76,11 @@ def list_dir(path: Path) -> list[str]:
 
 def unmount_under(prefix: Path) -> None:
     """Lazily unmount every mount at or below ``prefix``, deepest first."""
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == str(prefix) or point.startswith(f"{prefix}/"):
-                mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+    points = {e.mount_point for e in parse_mountinfo(MOUNTINFO.read_text())
+              if e.mount_point == str(prefix) or e.mount_point.startswith(f"{prefix}/")}
+    for point in sorted(points, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            umount_all(Path(point))
 
 
 @dataclass
@@ -125,13 +114,20 @@ class RuntimeUnderTest:
         """The runtime's per-pod or per-container monitor processes (conmon, shims)."""
         return []
 
+    def kill_monitors(self) -> None:
+        """SIGKILL the monitors still running: they outlive their daemon by design, and any
+        left once the pods are removed belong to pods that could not be."""
+        for pid in self.monitor_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def pause_pids(self) -> list[int]:
         """Pause or infra processes (pause, catatonit) in this runtime's pod cgroups."""
         mark = f"/{self.shared.cgroup_root}/{self.name}/"
         found = []
         for pid in all_pids():
             argv = read_proc_cmdline(pid)
-            if not argv or os.path.basename(argv[0]) not in ("pause", "catatonit", "/pause"):
+            if not argv or os.path.basename(argv[0]) not in ("pause", "catatonit"):
                 continue
             with contextlib.suppress(OSError):
                 if mark in Path(f"/proc/{pid}/cgroup").read_text():
@@ -197,10 +193,7 @@ class PeapodRuntime(RuntimeUnderTest):
         problems = self.teardown_pods()
         if self.daemon is not None:
             self.daemon.stop()
-            # conmons outlive peapod by design; any left now belong to pods not removed.
-            for pid in self.monitor_pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            self.kill_monitors()
             unmount_under(self.dir)
             self.daemon.cleanup()
             self.daemon = None
@@ -280,10 +273,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
 [{cri}]
   sandbox_image = "{self.shared.pause_image}"
   disable_apparmor = true
-  # The pause container's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which hosts without it
-  # (this VM) cannot grant: runc then fails. Clamp to containerd's own score, as peapod does.
   # Pod network namespaces under this run's state directory, not /run/netns.
   netns_mounts_under_state_dir = true
+  # The pause container's oom_score_adj (-998) needs CAP_SYS_RESOURCE, which hosts without it
+  # (this VM) cannot grant: runc then fails. Clamp to containerd's own score, as peapod does.
   restrict_oom_score_adj = {str(not has_sys_resource()).lower()}
   enable_selinux = false
   stream_server_address = "127.0.0.1"
@@ -356,10 +349,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
                     self.proc.kill()
                     self.proc.wait()
             self.proc = None
-        # Shims outlive containerd by design; whatever is left of ours goes now.
-        for pid in self.monitor_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self.kill_monitors()
         unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
         sockets = self.SHIM_SOCKETS / "s"

@@ -96,12 +96,15 @@ class Comparison:
             self.metrics.append(self._index[key])
         return self._index[key]
 
-    def order(self, rnd: int) -> list[RuntimeUnderTest]:
-        return self.runtimes if rnd % 2 == 0 else list(reversed(self.runtimes))
-
     def rounds(self, count: int) -> Iterator[RuntimeUnderTest]:
+        """The runtimes ``count`` times over, reversed on odd rounds."""
         for rnd in range(count):
-            yield from self.order(rnd)
+            yield from self.runtimes if rnd % 2 == 0 else reversed(self.runtimes)
+
+    def pods_label(self) -> tuple[dict[str, int], str]:
+        """How many pods of 2 each runtime runs, and "N pods" for figure names."""
+        pods = {rt.name: len(self.running.get(rt.name, [])) for rt in self.runtimes}
+        return pods, f"{min(pods.values())} pods"
 
     def scenario(self, name: str) -> contextlib.AbstractContextManager[None]:
         print(f"-- {name}", flush=True)
@@ -140,8 +143,6 @@ class Comparison:
             assert d is not None
             for image in (self.images.busybox, self.images.pause):
                 d.pull(image)
-            with contextlib.suppress(Exception):
-                d.remove_image(self.images.big)
             warm = self.start_pod(rt, self.images.busybox, "warmup")
             d.exec_sync(warm.container_id, ["true"])
             self.stop_pod(rt, warm)
@@ -284,8 +285,7 @@ class Comparison:
     # ------------------------------------------------------------ 5
     def queries(self) -> None:
         s = self.settings
-        pods = {rt.name: len(self.running.get(rt.name, [])) for rt in self.runtimes}
-        label = f"{min(pods.values())} pods"
+        _, label = self.pods_label()
         with self.scenario(S5):
             lp = self.metric(S5, f"ListPodSandbox, {label}", "ms")
             lc = self.metric(S5, f"ListContainers, {label}", "ms")
@@ -308,8 +308,7 @@ class Comparison:
 
     # ------------------------------------------------------------ 6
     def memory(self) -> None:
-        pods = {rt.name: len(self.running.get(rt.name, [])) for rt in self.runtimes}
-        label = f"{min(pods.values())} pods"
+        pods, label = self.pods_label()
         with self.scenario(S6):
             busy = self.metric(S6, f"daemon RSS, {label}", "MiB")
             mon_rss = self.metric(S6, "monitor RSS, each (conmon / shim)", "MiB")
