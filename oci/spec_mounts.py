@@ -15,6 +15,7 @@ from typing import Any
 
 from cri.errors import InvalidArgument
 from oci.container_config import Mount, MountPropagation, SandboxFacts
+from sandbox.mounts import MOUNTINFO, parse_mountinfo
 
 # Paths hidden from unprivileged containers, and those made read-only (CRI-O's lists).
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -152,35 +153,18 @@ def rootfs_propagation(mounts: Iterable[Mount]) -> str:
     return "rprivate"
 
 
-def _unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes (\\040 for space and so on)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def propagation_of(path: str, mountinfo: str) -> str:
     """"shared", "slave" or "private": the propagation of the mount holding ``path``."""
     best_len, result = -1, "private"
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 7 or "-" not in fields:
-            continue
-        point = _unescape(fields[4])
+    for entry in parse_mountinfo(mountinfo):
+        point = entry.mount_point
         inside = point == "/" or path == point or path.startswith(point.rstrip("/") + "/")
         if not inside or len(point) < best_len:
             continue
         best_len = len(point)
-        optional = fields[6 : fields.index("-")]
-        if any(f.startswith("shared:") for f in optional):
+        if any(f.startswith("shared:") for f in entry.optional):
             result = "shared"
-        elif any(f.startswith("master:") for f in optional):
+        elif any(f.startswith("master:") for f in entry.optional):
             result = "slave"
         else:
             result = "private"
@@ -188,8 +172,7 @@ def propagation_of(path: str, mountinfo: str) -> str:
 
 
 def _read_mountinfo() -> str:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return f.read()
+    return MOUNTINFO.read_text()
 
 
 def check_propagation(

@@ -85,6 +85,7 @@ class MountEntry:
     source: str
     options: str
     super_options: str
+    optional: tuple[str, ...] = ()  # propagation tags: shared:N, master:N, ...
 
 
 def _unescape(field: str) -> str:
@@ -122,6 +123,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
                 source=_unescape(rf[1]),
                 options=lf[5],
                 super_options=rf[2],
+                optional=tuple(lf[6:]),
             )
         )
     return entries
