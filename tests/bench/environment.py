@@ -26,13 +26,13 @@ from support.images import (
     busybox_image,
     push,
 )
+from support.pods import HostState
 from support.registry import Registry
 from support.subnets import SubnetLease, reserve
 
 from sandbox.mounts import MOUNTINFO, parse_mountinfo
 
 CATATONIT = Path("/usr/bin/catatonit")
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CNI_CACHE = Path("/var/lib/cni")  # libcni's result cache, where containerd keeps it
 
 
@@ -125,7 +125,7 @@ class BenchEnvironment:
         self.subnet: SubnetLease | None = None
         self.images: Images | None = None
         self.made_cni_cache = not CNI_CACHE.exists()
-        self.ip_forward = IP_FORWARD.read_text()
+        self.host_state = HostState()
 
     def open(self) -> BenchEnvironment:
         self.registry.start()
@@ -176,8 +176,7 @@ class BenchEnvironment:
             if Path(f"/sys/class/net/{self.bridge}").exists():
                 left.append(f"bridge {self.bridge}")
         left += remove_iptables_rules(f"bench-{self.run_tag}")
-        if IP_FORWARD.read_text() != self.ip_forward:  # the bridge plugin turns it on
-            IP_FORWARD.write_text(self.ip_forward)
+        self.host_state.restore()  # ip_forward (bridge) and portmap's shared chains
         for cached in (CNI_CACHE / "results").glob(f"bench-{self.run_tag}-*"):
             cached.unlink(missing_ok=True)
         if self.made_cni_cache:

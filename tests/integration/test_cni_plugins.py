@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from support import subnets
+from support.pods import HostState
 
 from cni.attachment import Attachment
 from cni.capabilities import PortMapping, port_mappings
@@ -80,40 +81,16 @@ def timed(label: str, start: float) -> None:
     TIMINGS.setdefault(label, []).append(time.monotonic() - start)
 
 
-def _sysctl_path(name: str) -> Path:
-    return Path("/proc/sys") / name.replace(".", "/")
-
-
-GENERIC_PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def host_state() -> Iterator[None]:
     """Restore host-wide state the bridge and portmap plugins change, and print timings.
 
     bridge (isGateway) turns on net.ipv4.ip_forward; portmap creates its shared
-    CNI-HOSTPORT-* chains and their jumps. Both are put back as found, the
-    chains only if nobody else has a port mapping in them at that moment.
+    CNI-HOSTPORT-* chains and their jumps. Both are put back as found (see HostState).
     """
-    forward = _sysctl_path("net.ipv4.ip_forward")
-    forward_before = forward.read_text()
-    chains_before = any(f":{c} " in line for line in firewall_lines()
-                        for c in GENERIC_PORTMAP_CHAINS)
+    state = HostState()
     yield
-    if forward.read_text() != forward_before:
-        forward.write_text(forward_before)
-    if not chains_before and not sh("iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT",
-                                     check=False).stdout.count("-A "):
-        for jump in (["PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
-                      "CNI-HOSTPORT-DNAT"],
-                     ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
-                      "CNI-HOSTPORT-DNAT"],
-                     ["POSTROUTING", "-m", "comment", "--comment",
-                      "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"]):
-            sh("iptables", "-t", "nat", "-D", *jump, check=False)
-        for chain in GENERIC_PORTMAP_CHAINS:
-            sh("iptables", "-t", "nat", "-F", chain, check=False)
-            sh("iptables", "-t", "nat", "-X", chain, check=False)
+    state.restore()
     if TIMINGS:
         summary = ", ".join(f"{k}: n={len(v)} avg={sum(v) / len(v) * 1000:.0f}ms "
                             f"max={max(v) * 1000:.0f}ms" for k, v in sorted(TIMINGS.items()))
