@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from base.errors import DataLoss, PeapodError
 from cni.netconf import NetworkConfig
 from cni.result import Interface, IPConfig, Result, ResultInvalid, parse_result
 from cni.runtime_conf import RuntimeConf
-from cri.errors import DataLoss, PeapodError
 
 FORMAT = "peapod.cni.attachment/v1"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 
 PORT_MAPPINGS = "portMappings"
 BANDWIDTH = "bandwidth"

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from base.cancel import CallContext
+from base.errors import Cancelled, DeadlineExceeded, Internal, PeapodError, Unavailable
 from cni.attachment import Attachment
 from cni.netconf import NetworkConfig
 from cni.plugin_exec import exec_plugin, find_plugin
@@ -15,8 +17,6 @@ from cni.request import encode, plugin_env, request_config
 from cni.result import Result, ResultInvalid, VersionInfo, parse_result, parse_version_info
 from cni.runtime_conf import RuntimeConf
 from cni.version import LATEST_VERSION
-from cri.cancel import CallContext
-from cri.errors import Cancelled, DeadlineExceeded, Internal, PeapodError, Unavailable
 
 log = logging.getLogger(__name__)
 

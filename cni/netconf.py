@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from base.errors import FailedPrecondition, InvalidArgument, NotFound
 from cni.version import parse_version, select_version
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 
 CONFIG_EXTENSIONS = (".conflist", ".conf", ".json")
 # Spec: a network name starts alphanumeric, then alphanumerics, '_', '.', '-'.

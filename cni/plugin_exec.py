@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cri.cancel import CallContext
-from cri.errors import (
+from base.cancel import CallContext
+from base.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,

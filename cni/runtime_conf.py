@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 
 # Spec: container ids start alphanumeric, then alphanumerics, '_', '.', '-'.
 _CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")

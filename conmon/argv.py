@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from base.errors import InvalidArgument
 from conmon.paths import MonitorPaths, validate_id
-from cri.errors import InvalidArgument
 
 LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

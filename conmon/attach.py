@@ -14,8 +14,8 @@ import os
 import select
 import socket
 
+from base.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from conmon.paths import SUN_PATH_MAX
-from cri.errors import DeadlineExceeded, FailedPrecondition, NotFound
 
 STDIN = 1
 STDOUT = 2

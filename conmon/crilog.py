@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cri.errors import DataLoss
+from base.errors import DataLoss
 
 STDOUT = "stdout"
 STDERR = "stderr"

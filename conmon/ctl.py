@@ -11,7 +11,7 @@ import errno
 import os
 import time
 
-from cri.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from base.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 
 RESIZE = 1
 REOPEN_LOG = 2

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from base.cancel import CallContext
+from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound, PeapodError
 from conmon import crilog, files, procs
 from conmon.argv import exec_sync_argv, monitor_env
 from conmon.sync_pipe import (
@@ -30,8 +32,6 @@ from conmon.sync_pipe import (
     SyncReader,
     runtime_error_text,
 )
-from cri.cancel import CallContext
-from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound, PeapodError
 
 DEFAULT_MAX_OUTPUT = 16 << 20
 # conmon's -T fires up to a second early and only kills the process group, so

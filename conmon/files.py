@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from base.errors import DataLoss
 from conmon.paths import exit_file_path
-from cri.errors import DataLoss
 
 EXIT_FILE = "exit"
 OOM_FILE = "oom"

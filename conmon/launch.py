@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from base.errors import DeadlineExceeded, Internal, PeapodError
 from conmon import files, procs
 from conmon.argv import CreateOptions, create_argv, monitor_env
 from conmon.paths import MonitorPaths
 from conmon.sync_pipe import SyncReader, runtime_error_text
-from cri.errors import DeadlineExceeded, Internal, PeapodError
 
 # How long conmon's first process may take to exit after the start byte.
 _FIRST_EXIT_GRACE = 5.0

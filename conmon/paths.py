@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 
 # runc's own rule for container ids; conmon also uses the id as a file name.
 _ID_RE = re.compile(r"[A-Za-z0-9_+.-]+")

@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from cri.errors import DeadlineExceeded, Internal
+from base.errors import DeadlineExceeded, Internal
 
 TIMED_OUT_MESSAGE = "command timed out"
 _MAX_LINE = 1 << 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from cri.cancel import CallContext
+from base.cancel import CallContext
 
 
 def call_context(context: grpc.ServicerContext, what: str) -> CallContext:
@@ -16,7 +16,7 @@ def call_context(context: grpc.ServicerContext, what: str) -> CallContext:
 
 def require(value: str, field: str, example: str) -> str:
     """Return ``value`` or raise InvalidArgument saying which field is empty."""
-    from cri.errors import InvalidArgument
+    from base.errors import InvalidArgument
 
     if not value:
         raise InvalidArgument(f"{field} is empty; give {example}")

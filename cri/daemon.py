@@ -1,4 +1,4 @@
-"""The peapod daemon: owns the state, serves CRI on a unix socket, shuts down cleanly."""
+"""The peapod daemon: holds the root, serves CRI on a unix socket, shuts down cleanly."""
 
 from __future__ import annotations
 
@@ -9,51 +9,34 @@ import os
 import signal
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 
 import grpc
 
-from cri import __version__, servicers
+from base.errors import FailedPrecondition
+from cri import routes, servicers
 from cri.config import Config
-from cri.db import Database
-from cri.errors import FailedPrecondition
 from cri.interceptor import CallInterceptor
-from cri.liveness import LivenessProbe
-from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
-from oci.container_manager import ContainerManager
-from oci.image_service import ImageService
-from oci.runtime_handlers import RuntimeHandlers
-from sandbox.manager import PodManager
+from cri.services import Services
+from oci.container.recover import recover_containers
+from sandbox.recover import recover_pods
 
 log = logging.getLogger("peapod.daemon")
 
 
 class Daemon:
-    """Everything one running peapod owns; handlers receive it as their first argument."""
+    """One running peapod: the root lock, the services, the gRPC server and its signals."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.version = __version__
-        self.started_at = time.time()
-        self.pod_cidr = ""
-        self.metrics = Metrics()
         self._root_lock_fd = _lock_root(config.root_path)
-        config.runroot_path.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.db_path)
-        self.images = ImageService.from_config(config, self.db, PullObserver(self.metrics))
-        self.pods = PodManager.from_config(config, self.db, PodNetworkObserver(self.metrics))
-        self.runtimes = RuntimeHandlers.from_config(config)
-        observer = ContainerMetrics(self.metrics)
-        self.containers = ContainerManager.from_config(
-            config, self.db, self.runtimes, self.images, self.pods, observer
-        )
-        observer.track(self.containers.count_by_state)
-        self.pods.containers = self.containers
-        self.images.users = self.containers.image_users
-        self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
+        try:
+            self.services = Services(config)
+        except BaseException:
+            os.close(self._root_lock_fd)
+            raise
         self._server: grpc.Server | None = None
         self._stop = threading.Event()
 
@@ -61,33 +44,34 @@ class Daemon:
     def start(self) -> None:
         """Bind the socket and the metrics endpoint and start serving."""
         cfg = self.config
-        self.pods.recover()
-        self.containers.recover()
+        svc = self.services
+        recover_pods(svc.pods)
+        recover_containers(svc.containers)
         # Before the CRI socket exists, so a bad metrics address leaves no socket behind.
-        self.metrics_address = self.metrics.serve(cfg.metrics.address)
+        self.metrics_address = svc.metrics.serve(cfg.metrics.address)
         sock = Path(cfg.listen)
         _claim_socket(sock)
         limit = cfg.grpc_max_message_bytes
         server = grpc.server(
             ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(self.metrics)],
+            interceptors=[CallInterceptor(svc.metrics)],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        servicers.register(server, self)
+        servicers.register(server, routes.RUNTIME_HANDLERS, routes.IMAGE_HANDLERS, svc)
         if not server.add_insecure_port(f"unix:{sock}"):
             raise FailedPrecondition(f"cannot listen on {sock}")
         server.start()
         os.chmod(sock, 0o660)
         self._server = server
-        self.liveness.start()
+        svc.liveness.start()
         log.info(
             "peapod serving",
             extra={"socket": str(sock), "root": cfg.root, "runroot": cfg.runroot,
-                   "version": self.version},
+                   "version": svc.version},
         )
 
     def run(self) -> None:
@@ -110,12 +94,7 @@ class Daemon:
         if self._server is not None:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None
-        self.liveness.close()
-        self.pods.close()
-        self.containers.close()
-        self.metrics.close()
-        self.images.close()
-        self.db.close()
+        self.services.close()
         Path(self.config.listen).unlink(missing_ok=True)
         os.close(self._root_lock_fd)
         log.info("peapod stopped")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from cri import errors
+from base import errors
 
 _CODES: list[tuple[type[errors.PeapodError], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),

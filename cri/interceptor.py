@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from cri.errors import PeapodError
+from base.errors import PeapodError
 from cri.grpc_status import status_for
 from cri.metrics import Metrics
 

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(cfg: configmod.Config) -> int:
+    from base.errors import PeapodError
     from cri import logs
-    from cri.errors import PeapodError
 
     logs.setup(cfg.log_level, cfg.log_format)
     from cri.daemon import Daemon

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from base.errors import FailedPrecondition, InvalidArgument
 
 log = logging.getLogger("peapod.metrics")
 

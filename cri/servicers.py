@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from api import api_pb2, api_pb2_grpc
-from cri.errors import Unimplemented
+from base.errors import Unimplemented
 
 Handler = Callable[[Any, Any, grpc.ServicerContext], Any]
 
@@ -37,15 +37,15 @@ def _unimplemented(service: str, rpc: str, streaming: bool) -> Callable[..., Any
     return unary
 
 
-def _bound(handler: Handler, daemon: Any) -> Callable[..., Any]:
+def _bound(handler: Handler, services: Any) -> Callable[..., Any]:
     def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        return handler(daemon, request, context)
+        return handler(services, request, context)
 
     method.__doc__ = handler.__doc__
     return method
 
 
-def build(service: str, handlers: dict[str, Handler], daemon: Any) -> Any:
+def build(service: str, handlers: dict[str, Handler], services: Any) -> Any:
     """An instance of the generated servicer for ``service`` wired to ``handlers``."""
     descriptor = api_pb2.DESCRIPTOR.services_by_name[service]
     unknown = set(handlers) - {m.name for m in descriptor.methods}
@@ -55,7 +55,7 @@ def build(service: str, handlers: dict[str, Handler], daemon: Any) -> Any:
     for method in descriptor.methods:
         handler = handlers.get(method.name)
         attrs[method.name] = (
-            _bound(handler, daemon)
+            _bound(handler, services)
             if handler is not None
             else _unimplemented(service, method.name, method.server_streaming)
         )
@@ -63,13 +63,16 @@ def build(service: str, handlers: dict[str, Handler], daemon: Any) -> Any:
     return type(f"Peapod{service}", (base,), attrs)()
 
 
-def register(server: grpc.Server, daemon: Any) -> None:
-    """Add both CRI services to ``server``."""
-    from cri.handlers import IMAGE_HANDLERS, RUNTIME_HANDLERS
-
+def register(
+    server: grpc.Server,
+    runtime_handlers: dict[str, Handler],
+    image_handlers: dict[str, Handler],
+    services: Any,
+) -> None:
+    """Add both CRI services to ``server``; handlers get ``services`` as first argument."""
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-        build("RuntimeService", RUNTIME_HANDLERS, daemon), server
+        build("RuntimeService", runtime_handlers, services), server
     )
     api_pb2_grpc.add_ImageServiceServicer_to_server(
-        build("ImageService", IMAGE_HANDLERS, daemon), server
+        build("ImageService", image_handlers, services), server
     )

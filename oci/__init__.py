@@ -1,0 +1,1 @@
+"""OCI: the image side (image/), runtime-spec generation (spec/), the container lifecycle."""

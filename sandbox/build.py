@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from base.cancel import CallContext
+from base.errors import PeapodError
 from cni import NetworkConfig
 from cni.client import add_left_state
-from cri.cancel import CallContext
-from cri.errors import PeapodError
 from sandbox.cgroup_paths import SYSTEMD
 from sandbox.cgroups import create_pod_cgroup
 from sandbox.infra import INFRA_LOG, start_infra

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from cri.errors import FailedPrecondition
+from base.errors import FailedPrecondition
 from sandbox.mounts import MOUNTINFO, parse_mountinfo
 
 V1 = "v1"

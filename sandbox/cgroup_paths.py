@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 
 CGROUPFS = "cgroupfs"
 SYSTEMD = "systemd"

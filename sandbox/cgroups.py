@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri.errors import Internal
+from base.errors import Internal
 from sandbox.cgroup_layout import V2, CgroupLayout, detect_layout
 from sandbox.cgroup_paths import CGROUPFS, cgroup_path
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cri.errors import Internal, InvalidArgument
+from base.errors import Internal, InvalidArgument
 from sandbox import procs
 from sandbox.cgroups import PodCgroup
 from sandbox.tools import find_tool

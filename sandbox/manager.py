@@ -22,24 +22,19 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from cni import CNIClient
-from cri.cancel import CallContext
-from cri.errors import DeadlineExceeded, Internal, NotFound, PeapodError
+from base.cancel import CallContext
+from base.errors import DeadlineExceeded, Internal, NotFound, PeapodError
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
 from sandbox.infra import InfraProcess
-from sandbox.network import NetworkObserver, PodNetwork
+from sandbox.network import PodNetwork
 from sandbox.pod_config import PodConfig
 from sandbox.record import NOTREADY, READY, SandboxRecord
 from sandbox.reservations import NameReservations
 from sandbox.retry import BackgroundRetrier
 from sandbox.store import SandboxFilter, SandboxStore
 from sandbox.teardown import release_local, stop_infra
-
-if TYPE_CHECKING:
-    from cri.config import Config
-    from cri.db import Database
 
 log = logging.getLogger("peapod.sandbox")
 
@@ -82,24 +77,6 @@ class PodManager:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._retrier = BackgroundRetrier(self._retry_teardown, name="cni-del-retry")
-
-    @classmethod
-    def from_config(
-        cls, config: Config, db: Database, observer: NetworkObserver | None = None
-    ) -> PodManager:
-        net = config.network
-        client = CNIClient(net.plugin_dirs, plugin_timeout=net.plugin_timeout)
-        network = PodNetwork(client, net.network_dir, net.default_network,
-                             net.wait_for_config, observer)
-        settings = PodSettings(
-            pods_dir=config.runroot_path / "pods",
-            cgroup_driver=config.cgroup_manager,
-            default_cgroup_parent=config.sandbox.default_cgroup_parent,
-            shm_size=config.sandbox.shm_size,
-            create_timeout=config.sandbox.create_timeout,
-            teardown_timeout=max(net.plugin_timeout * 2, 30.0),
-        )
-        return cls(settings, SandboxStore(db), network)
 
     # ---- locks ----------------------------------------------------------
     @contextmanager
@@ -327,12 +304,6 @@ class PodManager:
         return True
 
     # ---- restart --------------------------------------------------------
-    def recover(self) -> None:
-        """Load every pod from the database; see sandbox.recover."""
-        from sandbox.recover import recover_pods
-
-        recover_pods(self)
-
     def adopt(self, rec: SandboxRecord, pending: bool) -> None:
         """Put a recovered pod in the index, reserve its name, queue its DEL."""
         self.store.publish(rec)

@@ -19,8 +19,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from cri.cancel import CallContext
-from cri.errors import AlreadyExists, Internal, InvalidArgument
+from base.cancel import CallContext
+from base.errors import AlreadyExists, Internal, InvalidArgument
 from sandbox import sysctls as sysctl_mod
 from sandbox.mounts import mounts_at, umount_all
 from sandbox.pod_files import validate_hostname

@@ -16,6 +16,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from base.cancel import CallContext
+from base.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    PeapodError,
+)
 from cni import (
     Attachment,
     CNIClient,
@@ -30,15 +39,6 @@ from cni import (
     port_mappings,
 )
 from cni.capabilities import BANDWIDTH, PORT_MAPPINGS
-from cri.cancel import CallContext
-from cri.errors import (
-    Cancelled,
-    DeadlineExceeded,
-    FailedPrecondition,
-    Internal,
-    NotFound,
-    PeapodError,
-)
 from sandbox.pod_config import PodMetadata
 
 log = logging.getLogger("peapod.network")

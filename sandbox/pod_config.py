@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from base.errors import InvalidArgument
 from cni.capabilities import PortMapping
-from cri.errors import InvalidArgument
 from sandbox.pod_files import DnsConfig
 
 # Pod-level namespace modes (CRI NamespaceMode names).

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from base.errors import DataLoss
 from cni.capabilities import PortMapping
-from cri.errors import DataLoss
-from oci.container_config import SandboxFacts
+from sandbox.facts import SandboxFacts
 from sandbox.pod_config import POD, PodMetadata
 from sandbox.pod_files import DnsConfig
 

@@ -23,21 +23,18 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cri.cancel import CallContext
-from cri.errors import DeadlineExceeded, PeapodError
+from base.cancel import CallContext
+from base.errors import DeadlineExceeded, PeapodError
 from sandbox import procs
 from sandbox.infra import INFRA_LOG, STOP_TIMEOUT, InfraProcess
+from sandbox.manager import LOCK_POLL, PodManager
 from sandbox.mounts import MOUNTINFO, parse_mountinfo, umount_all
 from sandbox.namespaces import unpin
 from sandbox.network import pod_ips
 from sandbox.pod_config import POD
 from sandbox.record import CREATING, NOTREADY, READY, SandboxRecord
 from sandbox.teardown import mounts_below, release_local
-
-if TYPE_CHECKING:
-    from sandbox.manager import PodManager
 
 log = logging.getLogger("peapod.sandbox")
 
@@ -136,8 +133,6 @@ def _take_apart(manager: PodManager, pod_id: str) -> bool:
     build made before its record listed it, and RemovePodSandbox's own steps
     (which also free the name).
     """
-    from sandbox.manager import LOCK_POLL
-
     rec = manager.store.get(pod_id)
     if rec is None:
         return True

@@ -15,8 +15,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from cri.cancel import CallContext
-from cri.errors import AlreadyExists, DeadlineExceeded
+from base.cancel import CallContext
+from base.errors import AlreadyExists, DeadlineExceeded
 
 
 @dataclass

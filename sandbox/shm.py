@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cri.errors import AlreadyExists, Internal, InvalidArgument
+from base.errors import AlreadyExists, Internal, InvalidArgument
 from sandbox.mounts import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, mounts_at, umount_all
 
 

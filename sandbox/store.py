@@ -12,8 +12,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cri.db import Database
-from cri.errors import DataLoss, InvalidArgument
+from base.db import Database
+from base.errors import DataLoss, InvalidArgument
 from sandbox.record import SandboxRecord
 
 log = logging.getLogger("peapod.sandbox")

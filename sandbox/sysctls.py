@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cri.cancel import CallContext
-from cri.errors import Internal, InvalidArgument
+from base.cancel import CallContext
+from base.errors import Internal, InvalidArgument
 from sandbox.tools import find_tool, run_tool
 
 PROC_SYS = Path("/proc/sys")

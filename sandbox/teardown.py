@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cri.errors import Internal
+from base.errors import Internal
 from sandbox.cgroups import PodCgroup
 from sandbox.infra import InfraProcess
 from sandbox.mounts import MOUNTINFO, parse_mountinfo

@@ -12,8 +12,8 @@ import subprocess
 from collections.abc import Sequence
 from functools import cache
 
-from cri.cancel import CallContext
-from cri.errors import DeadlineExceeded, Internal
+from base.cancel import CallContext
+from base.errors import DeadlineExceeded, Internal
 
 # System directories searched in addition to $PATH: a daemon started with a
 # minimal environment must still find /usr/sbin/ip.

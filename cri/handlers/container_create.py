@@ -8,14 +8,14 @@ import grpc
 
 from api import api_pb2 as pb
 from cri.call import call_context, require
-from cri.handlers.container_convert import create_request
+from cri.convert.container import create_request
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def create_container(
-    d: Daemon, req: pb.CreateContainerRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.CreateContainerRequest, ctx: grpc.ServicerContext
 ) -> pb.CreateContainerResponse:
     """Create a container in a ready pod sandbox; it runs only after StartContainer."""
     request = create_request(req)
@@ -25,7 +25,7 @@ def create_container(
 
 
 def start_container(
-    d: Daemon, req: pb.StartContainerRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.StartContainerRequest, ctx: grpc.ServicerContext
 ) -> pb.StartContainerResponse:
     """Run a created container's process."""
     ctr_id = require(req.container_id, "StartContainerRequest.container_id", "a container id")

@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
 from cri.call import call_context, require
-from cri.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
-def exec_sync(d: Daemon, req: pb.ExecSyncRequest, ctx: grpc.ServicerContext) -> pb.ExecSyncResponse:
+def exec_sync(
+    d: Services, req: pb.ExecSyncRequest, ctx: grpc.ServicerContext
+) -> pb.ExecSyncResponse:
     """Run ``cmd``; a non-zero exit code or a timeout (-1) is a result, not an error."""
     ctr_id = require(req.container_id, "ExecSyncRequest.container_id", "a container id")
     if not req.cmd:

@@ -7,25 +7,25 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import PeapodError
 from cri.call import require
-from cri.errors import PeapodError
-from cri.handlers.container_convert import (
+from cri.convert.container import (
     container_filter,
     to_pb_container,
     to_pb_status,
     verbose_info,
 )
-from cri.handlers.item_cache import ItemCache
-from oci.container_record import ContainerRecord
+from cri.convert.item_cache import ItemCache
+from oci.container.record import ContainerRecord
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 _ITEMS: ItemCache[ContainerRecord, pb.Container] = ItemCache(to_pb_container)
 
 
 def container_status(
-    d: Daemon, req: pb.ContainerStatusRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ContainerStatusRequest, ctx: grpc.ServicerContext
 ) -> pb.ContainerStatusResponse:
     """State, times, exit code and reason, image, mounts, log path; verbose adds pid and spec."""
     ctr_id = require(req.container_id, "ContainerStatusRequest.container_id", "a container id")
@@ -41,7 +41,7 @@ def container_status(
 
 
 def list_containers(
-    d: Daemon, req: pb.ListContainersRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ListContainersRequest, ctx: grpc.ServicerContext
 ) -> pb.ListContainersResponse:
     """Containers matching the filter (id or prefix, pod, state, labels)."""
     flt = container_filter(req.filter) if req.HasField("filter") else None

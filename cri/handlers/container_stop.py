@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
 from cri.call import call_context, require
-from cri.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def stop_container(
-    d: Daemon, req: pb.StopContainerRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.StopContainerRequest, ctx: grpc.ServicerContext
 ) -> pb.StopContainerResponse:
     """Send the stop signal, then SIGKILL after ``timeout`` seconds (0: at once)."""
     ctr_id = require(req.container_id, "StopContainerRequest.container_id", "a container id")
@@ -26,7 +26,7 @@ def stop_container(
 
 
 def remove_container(
-    d: Daemon, req: pb.RemoveContainerRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.RemoveContainerRequest, ctx: grpc.ServicerContext
 ) -> pb.RemoveContainerResponse:
     """Kill the container if it runs, then delete it with its root filesystem."""
     ctr_id = require(req.container_id, "RemoveContainerRequest.container_id", "a container id")

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
 from cri.call import call_context, require
-from cri.errors import InvalidArgument
-from cri.handlers.container_convert import resources
+from cri.convert.container import resources
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def update_container_resources(
-    d: Daemon, req: pb.UpdateContainerResourcesRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.UpdateContainerResourcesRequest, ctx: grpc.ServicerContext
 ) -> pb.UpdateContainerResourcesResponse:
     """Apply new cgroup limits to a created or running container."""
     ctr_id = require(
@@ -31,7 +31,7 @@ def update_container_resources(
 
 
 def reopen_container_log(
-    d: Daemon, req: pb.ReopenContainerLogRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ReopenContainerLogRequest, ctx: grpc.ServicerContext
 ) -> pb.ReopenContainerLogResponse:
     """Have the container's monitor start a new log file at the same path."""
     ctr_id = require(req.container_id, "ReopenContainerLogRequest.container_id", "a container id")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import grpc
-from oci.registry_auth import Credentials
 
 from api import api_pb2 as pb
 from cri.call import call_context, require
+from oci.image.registry_auth import Credentials
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def credentials(auth: pb.AuthConfig) -> Credentials | None:
@@ -29,7 +29,7 @@ def credentials(auth: pb.AuthConfig) -> Credentials | None:
 
 
 def pull_image(
-    d: Daemon, req: pb.PullImageRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.PullImageRequest, ctx: grpc.ServicerContext
 ) -> pb.PullImageResponse:
     """Pull an image (tag or digest) and return its image ID."""
     image = require(

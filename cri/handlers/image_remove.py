@@ -10,11 +10,11 @@ from api import api_pb2 as pb
 from cri.call import require
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def remove_image(
-    d: Daemon, req: pb.RemoveImageRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.RemoveImageRequest, ctx: grpc.ServicerContext
 ) -> pb.RemoveImageResponse:
     """Remove an image and all its tags; removing an absent image succeeds."""
     ref = require(req.image.image, "RemoveImageRequest.image.image", "an image reference or ID")

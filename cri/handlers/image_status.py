@@ -9,14 +9,14 @@ import grpc
 
 from api import api_pb2 as pb
 from cri.call import require
-from cri.handlers.image_convert import to_pb_image, verbose_info
+from cri.convert.image import to_pb_image, verbose_info
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def image_status(
-    d: Daemon, req: pb.ImageStatusRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ImageStatusRequest, ctx: grpc.ServicerContext
 ) -> pb.ImageStatusResponse:
     """Status of one image; an absent image gives an empty response, not an error."""
     ref = require(req.image.image, "ImageStatusRequest.image.image", "an image reference or ID")
@@ -28,7 +28,7 @@ def image_status(
 
 
 def list_images(
-    d: Daemon, req: pb.ListImagesRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ListImagesRequest, ctx: grpc.ServicerContext
 ) -> pb.ListImagesResponse:
     """Every image, or the one the filter names."""
     wanted = req.filter.image.image if req.HasField("filter") else ""
@@ -41,7 +41,7 @@ def list_images(
 
 
 def image_fs_info(
-    d: Daemon, req: pb.ImageFsInfoRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ImageFsInfoRequest, ctx: grpc.ServicerContext
 ) -> pb.ImageFsInfoResponse:
     """Bytes and inodes used by the image store."""
     usage = d.images.fs_usage()

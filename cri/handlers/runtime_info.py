@@ -12,7 +12,7 @@ from api import api_pb2 as pb
 from cri import config as configmod
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 log = logging.getLogger("peapod.runtime")
 
@@ -20,7 +20,7 @@ RUNTIME_NAME = "peapod"
 CRI_API_VERSION = "v1"
 
 
-def version(d: Daemon, req: pb.VersionRequest, ctx: grpc.ServicerContext) -> pb.VersionResponse:
+def version(d: Services, req: pb.VersionRequest, ctx: grpc.ServicerContext) -> pb.VersionResponse:
     """Name and version of the runtime and of the CRI API it speaks."""
     return pb.VersionResponse(
         version="0.1.0",
@@ -30,7 +30,7 @@ def version(d: Daemon, req: pb.VersionRequest, ctx: grpc.ServicerContext) -> pb.
     )
 
 
-def status(d: Daemon, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.StatusResponse:
+def status(d: Services, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.StatusResponse:
     """Runtime and network readiness; verbose adds the effective configuration."""
     net_ready, net_reason, net_message = d.pods.network_ready()
     conditions = [
@@ -51,7 +51,7 @@ def status(d: Daemon, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.St
     )
 
 
-def runtime_handlers(d: Daemon) -> list[pb.RuntimeHandler]:
+def runtime_handlers(d: Services) -> list[pb.RuntimeHandler]:
     """Every configured handler with its features; "" stands for the default one."""
     out = []
     for name in ["", *d.runtimes.names()]:
@@ -65,7 +65,7 @@ def runtime_handlers(d: Daemon) -> list[pb.RuntimeHandler]:
 
 
 def runtime_config(
-    d: Daemon, req: pb.RuntimeConfigRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.RuntimeConfigRequest, ctx: grpc.ServicerContext
 ) -> pb.RuntimeConfigResponse:
     """The cgroup driver, so the kubelet can match it."""
     driver = pb.SYSTEMD if d.config.cgroup_manager == "systemd" else pb.CGROUPFS
@@ -73,7 +73,7 @@ def runtime_config(
 
 
 def update_runtime_config(
-    d: Daemon, req: pb.UpdateRuntimeConfigRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.UpdateRuntimeConfigRequest, ctx: grpc.ServicerContext
 ) -> pb.UpdateRuntimeConfigResponse:
     """Record the pod CIDR the kubelet hands down."""
     cidr = req.runtime_config.network_config.pod_cidr

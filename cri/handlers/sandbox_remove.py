@@ -10,11 +10,11 @@ from api import api_pb2 as pb
 from cri.call import call_context, require
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def remove_pod_sandbox(
-    d: Daemon, req: pb.RemovePodSandboxRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.RemovePodSandboxRequest, ctx: grpc.ServicerContext
 ) -> pb.RemovePodSandboxResponse:
     """Stop the pod if needed and delete everything it has; idempotent."""
     pod_id = require(req.pod_sandbox_id, "RemovePodSandboxRequest.pod_sandbox_id",

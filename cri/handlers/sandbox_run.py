@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
 from cri.call import call_context
-from cri.errors import InvalidArgument
-from cri.handlers import sandbox_convert
+from cri.convert import sandbox as sandbox_convert
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def run_pod_sandbox(
-    d: Daemon, req: pb.RunPodSandboxRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.RunPodSandboxRequest, ctx: grpc.ServicerContext
 ) -> pb.RunPodSandboxResponse:
     """Create and start a pod sandbox: namespaces, files, shm, cgroup, network."""
     if not req.HasField("config"):

@@ -9,19 +9,19 @@ import grpc
 
 from api import api_pb2 as pb
 from cri.call import require
-from cri.handlers import sandbox_convert
-from cri.handlers.item_cache import ItemCache
+from cri.convert import sandbox as sandbox_convert
+from cri.convert.item_cache import ItemCache
 from sandbox.record import SandboxRecord
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 _ITEMS: ItemCache[SandboxRecord, pb.PodSandbox] = ItemCache(sandbox_convert.to_pb_sandbox)
 
 
 def pod_sandbox_status(
-    d: Daemon, req: pb.PodSandboxStatusRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.PodSandboxStatusRequest, ctx: grpc.ServicerContext
 ) -> pb.PodSandboxStatusResponse:
     """State, IPs, metadata and namespace options of one pod; verbose adds an info map."""
     pod_id = require(req.pod_sandbox_id, "PodSandboxStatusRequest.pod_sandbox_id",
@@ -34,7 +34,7 @@ def pod_sandbox_status(
 
 
 def list_pod_sandbox(
-    d: Daemon, req: pb.ListPodSandboxRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.ListPodSandboxRequest, ctx: grpc.ServicerContext
 ) -> pb.ListPodSandboxResponse:
     """Pods matching the filter (id or unique id prefix, state, labels)."""
     flt = sandbox_convert.sandbox_filter(req.filter) if req.HasField("filter") else None

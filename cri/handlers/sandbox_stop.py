@@ -10,11 +10,11 @@ from api import api_pb2 as pb
 from cri.call import call_context, require
 
 if TYPE_CHECKING:
-    from cri.daemon import Daemon
+    from cri.services import Services
 
 
 def stop_pod_sandbox(
-    d: Daemon, req: pb.StopPodSandboxRequest, ctx: grpc.ServicerContext
+    d: Services, req: pb.StopPodSandboxRequest, ctx: grpc.ServicerContext
 ) -> pb.StopPodSandboxResponse:
     """Stop the pod's containers, release its network, kill its infra process; idempotent."""
     pod_id = require(req.pod_sandbox_id, "StopPodSandboxRequest.pod_sandbox_id",

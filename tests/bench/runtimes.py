@@ -22,7 +22,7 @@ from typing import Any
 from cri_driver import CriDriver, channel_target
 from support.daemon import Peapod, registries_conf_text
 
-from oci.capabilities import read_bounding_set
+from oci.spec.capabilities import read_bounding_set
 from sandbox.mounts import MOUNTINFO, parse_mountinfo, umount_all
 
 RUNC = "/usr/sbin/runc"

@@ -29,13 +29,13 @@ import pytest
 from support import subnets
 from support.pods import HostState
 
+from base.cancel import CallContext
+from base.errors import PeapodError, Unavailable
 from cni.attachment import Attachment
 from cni.capabilities import PortMapping, port_mappings
 from cni.client import CNIClient
 from cni.netconf import NetworkConfig, loopback_network, parse_network
 from cni.runtime_conf import RuntimeConf, k8s_args
-from cri.cancel import CallContext
-from cri.errors import PeapodError, Unavailable
 
 PLUGIN_DIR = "/usr/lib/cni"
 REPO = Path(__file__).resolve().parents[2]

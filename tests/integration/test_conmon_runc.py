@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
 from conmon import crilog, files, procs
 from conmon.attach import STDERR, STDOUT, attach
 from conmon.ctl import reopen_log, resize
 from conmon.exec_sync import exec_sync
 from conmon.launch import Created, create_container
 from conmon.paths import MonitorPaths
-from cri.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
 
 CONMON = shutil.which("conmon") or "/usr/bin/conmon"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"

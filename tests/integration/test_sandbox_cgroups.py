@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import Internal
+from base.errors import Internal
 from sandbox.cgroup_layout import V2, detect_layout
 from sandbox.cgroups import PodCgroup, create_pod_cgroup, hierarchy_roots
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.db import Database
+from base.cancel import CallContext
+from base.db import Database
 from sandbox import build, procs
 from sandbox.build import PodSettings
 from sandbox.cgroup_layout import detect_layout
@@ -28,6 +28,7 @@ from sandbox.mounts import umount_all
 from sandbox.network import PodNetwork
 from sandbox.pod_config import POD, PodConfig, PodMetadata
 from sandbox.record import CREATING
+from sandbox.recover import recover_pods
 from sandbox.store import SandboxStore
 from sandbox.teardown import mounts_below
 from sandbox.undo import UndoStack
@@ -122,7 +123,7 @@ def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
 
     second, db = env.manager()
     try:
-        second.recover()
+        recover_pods(second)
         assert second.list() == []
         assert db.query("SELECT id FROM sandboxes") == []
         assert list(env.settings.pods_dir.iterdir()) == []
@@ -150,7 +151,7 @@ def test_recovery_unmounts_what_an_unfinished_pod_had_not_recorded_yet(env: Env)
 
         mount_shm(pod_dir / "shm", 1 << 20)  # mounted, but the daemon died before saving it
         manager.store.save(rec)
-        manager.recover()
+        recover_pods(manager)
         assert mounts_below(env.base) == []
         assert not pod_dir.exists()
         assert db.query("SELECT id FROM sandboxes") == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import Internal
+from base.errors import Internal
 from sandbox import procs
 from sandbox.cgroup_layout import detect_layout
 from sandbox.cgroups import PodCgroup, create_pod_cgroup, hierarchy_roots

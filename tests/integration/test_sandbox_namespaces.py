@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import AlreadyExists, InvalidArgument
+from base.errors import AlreadyExists, InvalidArgument
 from sandbox import sysctls
 from sandbox.mounts import is_mountpoint, mount, umount_all
 from sandbox.namespaces import KINDS, ns_inode, pin_namespaces, unpin

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import AlreadyExists, InvalidArgument
+from base.errors import AlreadyExists, InvalidArgument
 from sandbox.mounts import mounts_at, umount_all
 from sandbox.shm import mount_shm, unmount_shm
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from oci.capabilities import CAPABILITY_NUMBERS, read_bounding_set
-from oci.container_config import (
+from oci.spec.capabilities import CAPABILITY_NUMBERS, read_bounding_set
+from oci.spec.generate import generate_spec, process_for_exec
+from oci.spec.inputs import (
     Capabilities,
     ContainerRequest,
     DaemonFacts,
@@ -33,12 +34,11 @@ from oci.container_config import (
     NamespaceMode,
     NamespaceOptions,
     Resources,
-    SandboxFacts,
     SeccompProfile,
     SeccompProfileType,
     SecurityContext,
 )
-from oci.spec import generate_spec, process_for_exec
+from sandbox.facts import SandboxFacts
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUSYBOX = "/bin/busybox"

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.errors import Cancelled, DeadlineExceeded
-from oci.singleflight import SingleFlight
+from base.cancel import CallContext
+from base.errors import Cancelled, DeadlineExceeded
+from oci.image.singleflight import SingleFlight
 
 
 def test_deadline_and_timeout() -> None:

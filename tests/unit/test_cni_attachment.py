@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from base.errors import DataLoss
 from cni.attachment import Attachment
 from cni.netconf import parse_network
 from cni.result import parse_result
 from cni.runtime_conf import RuntimeConf
-from cri.errors import DataLoss
 
 NETWORK = parse_network({"cniVersion": "1.0.0", "name": "net1",
                          "plugins": [{"type": "bridge", "bridge": "br0"}]},

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from base.cancel import CallContext
+from base.errors import FailedPrecondition, Internal, NotFound, Unavailable
 from cni.attachment import Attachment
 from cni.client import CNIClient, add_left_state
 from cni.netconf import NetworkConfig, parse_network
 from cni.plugin_exec import plugin_failure
 from cni.runtime_conf import RuntimeConf, k8s_args
-from cri.cancel import CallContext
-from cri.errors import FailedPrecondition, Internal, NotFound, Unavailable
 
 # A fake plugin: logs each call, then behaves as its config's "fake" section says
 # (per command: "exit", "stdout", "stderr", "sleep"). ADD by default appends an

@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from cni.plugin_exec import (
-    STDERR_LIMIT,
-    exec_plugin,
-    find_plugin,
-    plugin_failure,
-)
-from cri.cancel import CallContext
-from cri.errors import (
+from base.cancel import CallContext
+from base.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
     NotFound,
     Unavailable,
+)
+from cni.plugin_exec import (
+    STDERR_LIMIT,
+    exec_plugin,
+    find_plugin,
+    plugin_failure,
 )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from base.errors import FailedPrecondition, InvalidArgument, NotFound
 from cni.netconf import NetworkConfig, load_network_dir, loopback_network, parse_network
-from cri.errors import FailedPrecondition, InvalidArgument, NotFound
 
 REPO = Path(__file__).resolve().parents[2]
 

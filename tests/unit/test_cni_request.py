@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import InvalidArgument
 from cni.capabilities import PortMapping, bandwidth, port_mappings, runtime_config_for
 from cni.netconf import parse_network
 from cni.request import plugin_env, request_config
 from cni.runtime_conf import RuntimeConf, k8s_args
-from cri.errors import InvalidArgument
 
 NETWORK = parse_network({
     "cniVersion": "1.1.0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from base.errors import InvalidArgument
 from conmon.argv import (
     START_PIPE_ENV,
     SYNC_PIPE_ENV,
@@ -13,7 +14,6 @@ from conmon.argv import (
     monitor_env,
 )
 from conmon.paths import MonitorPaths
-from cri.errors import InvalidArgument
 
 PATHS = MonitorPaths.standard(
     "/run/b/c1", exit_dir="/run/exits", persist_dir="/var/p/c1", socket_dir="/run/s",

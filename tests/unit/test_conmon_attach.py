@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DeadlineExceeded, NotFound
 from conmon.attach import MAX_STDIN_PACKET, STDERR, STDOUT, attach
-from cri.errors import DeadlineExceeded, NotFound
 
 
 class FakeConmon:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DataLoss
 from conmon.crilog import (
     LogLine,
     parse_line,
@@ -16,7 +17,6 @@ from conmon.crilog import (
     reassemble,
     split_streams,
 )
-from cri.errors import DataLoss
 
 BASE = calendar.timegm((2026, 8, 21, 15, 9, 13, 0, 0, 0)) * 10**9
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from conmon.ctl import reopen_log, resize
-from cri.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DataLoss, InvalidArgument
 from conmon import files
 from conmon.paths import MonitorPaths, attach_socket_path, attach_symlink_path
-from cri.errors import DataLoss, InvalidArgument
 
 
 def test_pidfile(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import DeadlineExceeded, Internal
 from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
-from cri.errors import DeadlineExceeded, Internal
 
 FAKE = """\
 import os, stat, subprocess, sys, time

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
+from base.errors import DeadlineExceeded, Internal
 from conmon.sync_pipe import (
     SyncMessage,
     SyncReader,
     parse_sync_message,
     runtime_error_text,
 )
-from cri.errors import DeadlineExceeded, Internal
 
 
 def test_parse_pid_exit_code_and_failure() -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from api import api_pb2 as pb
-from cri.errors import InvalidArgument
-from cri.handlers.container_convert import (
+from base.errors import InvalidArgument
+from cri.convert.container import (
     container_filter,
     create_request,
     cri_signal,
@@ -17,13 +17,13 @@ from cri.handlers.container_convert import (
     to_pb_status,
     verbose_info,
 )
-from oci.container_config import (
+from oci.container.record import EXITED, RUNNING, ContainerRecord
+from oci.spec.inputs import (
     MountPropagation,
     NamespaceMode,
     SeccompProfileType,
     SupplementalGroupsPolicy,
 )
-from oci.container_record import EXITED, RUNNING, ContainerRecord
 
 
 def request(**config: object) -> pb.CreateContainerRequest:

@@ -21,16 +21,17 @@ from typing import Any
 
 import pytest
 
+from base.cancel import CallContext
+from base.db import Database
+from base.errors import Internal, InvalidArgument
 from conmon import procs
-from cri.cancel import CallContext
-from cri.db import Database
-from cri.errors import Internal, InvalidArgument
-from oci.container_config import DaemonFacts, Resources
-from oci.container_manager import MONITOR_GONE, ContainerManager, ContainerSettings
-from oci.container_record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
-from oci.container_store import ContainerStore
-from oci.exit_watcher import ExitWatcher
-from oci.runtime_handlers import RuntimeHandler, RuntimeHandlers
+from oci.container.exit_watcher import ExitWatcher
+from oci.container.manager import MONITOR_GONE, ContainerManager, ContainerSettings
+from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
+from oci.container.recover import recover_containers
+from oci.container.runtimes import RuntimeHandler, RuntimeHandlers
+from oci.container.store import ContainerStore
+from oci.spec.inputs import DaemonFacts, Resources
 
 POD = "f" * 64
 CTR = "c" * 64
@@ -177,7 +178,7 @@ def test_failed_start_keeps_its_reason_when_the_kill_exit_is_seen_first(h: Harne
     h.answer("start", rc=1, stderr="exec format error")
     # conmon reports the kill's exit; the runtime returns only after the watcher saw it.
     h.answer("kill", write={str(h.settings.exit_dir / CTR): "137"}, sleep=0.5)
-    h.mgr._watcher.start()
+    h.mgr.watch_exits()
     with pytest.raises(Internal):
         h.mgr.start(CTR, CallContext.with_timeout(10))
     rec = h.store.get(CTR)
@@ -220,7 +221,7 @@ def test_recover_finds_a_start_the_daemon_died_in(h: Harness) -> None:
     """The daemon was killed after runc start but before it stored "running"."""
     h.record(CREATED, started_at=time.time_ns() - 10**9)
     h.answer("state", stdout=json.dumps({"id": CTR, "status": "running"}))
-    h.mgr.recover()
+    recover_containers(h.mgr)
     rec = h.store.get(CTR)
     assert rec is not None and rec.state == RUNNING
 
@@ -228,7 +229,7 @@ def test_recover_finds_a_start_the_daemon_died_in(h: Harness) -> None:
 def test_recover_keeps_a_container_whose_start_never_ran(h: Harness) -> None:
     h.record(CREATED, started_at=time.time_ns() - 10**9)
     h.answer("state", stdout=json.dumps({"id": CTR, "status": "created"}))
-    h.mgr.recover()
+    recover_containers(h.mgr)
     rec = h.store.get(CTR)
     assert rec is not None
     assert (rec.state, rec.started_at) == (CREATED, 0)
@@ -240,7 +241,7 @@ def test_recover_keeps_a_half_created_container_it_cannot_clean_up_removable(h: 
     holds the container's name until the next restart."""
     rec = h.record(CREATING, monitor_pid=0, monitor_start=0)
     h.answer("delete", rc=1, stderr="device or resource busy")
-    h.mgr.recover()
+    recover_containers(h.mgr)
     got = h.store.get(CTR)
     assert got is not None
     assert (got.state, got.reason, got.exit_code) == (EXITED, "CreateError", 255)
@@ -254,7 +255,7 @@ def test_recover_keeps_a_half_created_container_it_cannot_clean_up_removable(h: 
 
 def test_recover_asks_the_runtime_only_about_attempted_starts(h: Harness) -> None:
     h.record(CREATED)
-    h.mgr.recover()
+    recover_containers(h.mgr)
     rec = h.store.get(CTR)
     assert rec is not None and rec.state == CREATED
     assert not any(c.startswith("state") for c in h.calls())

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from cri import config as configmod
-from cri.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
-from oci import runtime_cli
-from oci.exit_watcher import IN_MOVED_TO, ExitWatcher, parse_events
-from oci.runtime_handlers import RuntimeHandler, RuntimeHandlers, probe_features, resolve_binary
+from cri.services import runtime_handlers
+from oci.container import runtime_cli
+from oci.container.exit_watcher import IN_MOVED_TO, ExitWatcher, parse_events
+from oci.container.runtimes import RuntimeHandler, probe_features, resolve_binary
 
 # A fake runtime: logs its argv and stdin, then fails like runc when FAKE_ERR is set.
 FAKE = """#!{python}
@@ -97,7 +98,7 @@ def test_handlers_from_config(tmp_path: Path) -> None:
     cfg.runtime.runtimes["b"] = configmod.RuntimeHandlerConfig(
         runtime_path="runc", runtime_root="/tmp/b-root", monitor_env=["PATH=/x", "A=b=c"]
     )
-    handlers = RuntimeHandlers.from_config(cfg)
+    handlers = runtime_handlers(cfg)
     assert handlers.names() == ["runc", "b", "crun"]
     assert handlers.get("").name == "runc"
     assert handlers.get("runc").runtime_root == str(tmp_path / "runtimes" / "runc")
@@ -109,7 +110,7 @@ def test_handlers_from_config(tmp_path: Path) -> None:
         handlers.get("kata")
     cfg.runtime.runtimes["b"].monitor_env = ["NOEQUALS"]
     with pytest.raises(InvalidArgument, match="NOEQUALS"):
-        RuntimeHandlers.from_config(cfg)
+        runtime_handlers(cfg)
 
 
 def test_config_checks_the_runtime_section(tmp_path: Path) -> None:

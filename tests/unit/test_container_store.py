@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.db import Database
-from cri.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
-from oci.container_record import (
+from base.db import Database
+from base.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
+from oci.container.record import (
     COMPLETED,
     CREATED,
     CREATING,
@@ -20,8 +20,8 @@ from oci.container_record import (
     ContainerRecord,
     exit_reason,
 )
-from oci.container_store import ContainerStore
-from oci.rootfs import MAX_OPTIONS, mount_rootfs, overlay_options
+from oci.container.rootfs import MAX_OPTIONS, mount_rootfs, overlay_options
+from oci.container.store import ContainerStore
 
 POD = "f" * 64
 

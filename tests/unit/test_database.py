@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cri.db import Database
-from cri.errors import Internal, ResourceExhausted
+from base.db import Database
+from base.errors import Internal, ResourceExhausted
 from cri.grpc_status import status_for
 
 BLOB = b"x" * 16 * 1024

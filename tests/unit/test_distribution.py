@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.errors import (
+from base.cancel import CallContext
+from base.errors import (
     Cancelled,
     DataLoss,
     DeadlineExceeded,
@@ -35,9 +35,9 @@ from cri.errors import (
     Unauthenticated,
     Unavailable,
 )
-from oci import distribution, manifest
-from oci.distribution import RegistryClient
-from oci.registry_auth import Credentials, error_detail, parse_challenges
+from oci.image import distribution, manifest
+from oci.image.distribution import RegistryClient
+from oci.image.registry_auth import Credentials, error_detail, parse_challenges
 
 REPO = "team/app"
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.db import Database
-from cri.errors import FailedPrecondition
-from oci.image_service import ImageService, PullSettings
-from oci.image_store import ImageStore
+from base.cancel import CallContext
+from base.db import Database
+from base.errors import FailedPrecondition
+from oci.image.service import ImageService, PullSettings
+from oci.image.store import ImageStore
 
 
 class _Observer:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import oci.image_store as image_store
-from cri.cancel import CallContext
-from cri.db import Database
-from cri.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from oci.image_store import ImageRecord, ImageStore
+import oci.image.store as image_store
+from base.cancel import CallContext
+from base.db import Database
+from base.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from oci.image.store import ImageRecord, ImageStore
 
 
 class Env:
@@ -487,7 +487,7 @@ def test_a_blob_that_does_not_fit_is_resource_exhausted(env: Env) -> None:
     import os
     import subprocess
 
-    from cri.errors import ResourceExhausted
+    from base.errors import ResourceExhausted
 
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")

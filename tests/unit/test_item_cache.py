@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cri.handlers.item_cache import ItemCache
+from cri.convert.item_cache import ItemCache
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.errors import Cancelled, DataLoss, InvalidArgument, NotFound
-from oci.layer_unpack import UnpackResult, unpack_layer
+from base.cancel import CallContext
+from base.errors import Cancelled, DataLoss, InvalidArgument, NotFound
+from oci.image.unpack import UnpackResult, unpack_layer
 
 MTIME = 1_600_000_000
 

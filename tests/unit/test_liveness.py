@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.daemon import metric_value
 
-from cri.db import Database
+from base.db import Database
 from cri.liveness import INTERVAL_ENV, PROBE_INTERVAL, LivenessProbe, probe_interval
 from cri.metrics import ContainerMetrics, Metrics
 from sandbox import procs

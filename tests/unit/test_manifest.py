@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cri.errors import DataLoss, NotFound, Unimplemented
-from oci import manifest
-from oci.manifest import ImageIndex, ImageManifest, compression, parse, select
-from oci.platform import Platform, from_machine, host_platform, normalize
+from base.errors import DataLoss, NotFound, Unimplemented
+from oci.image import manifest
+from oci.image.manifest import ImageIndex, ImageManifest, compression, parse, select
+from oci.image.platform import Platform, from_machine, host_platform, normalize
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

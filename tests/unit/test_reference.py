@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cri.errors import InvalidArgument
-from oci.reference import (
+from base.errors import InvalidArgument
+from oci.image.reference import (
     Reference,
     is_digest,
     is_short_name,

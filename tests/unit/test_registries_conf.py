@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument, PermissionDenied
-from oci.reference import parse
-from oci.registries_conf import RegistriesConf, Source, load, merge, parse_text
+from base.errors import InvalidArgument, PermissionDenied
+from oci.image.reference import parse
+from oci.image.registries_conf import RegistriesConf, Source, load, merge, parse_text
 
 SHA = "sha256:" + "c" * 64
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import Internal
+from base.errors import Internal
 from sandbox.cgroup_layout import HYBRID, V2, CgroupLayout
 from sandbox.cgroups import V2_LEAF, PodCgroup, create_pod_cgroup, hierarchy_roots
 

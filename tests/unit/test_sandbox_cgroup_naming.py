@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import FailedPrecondition, InvalidArgument
+from base.errors import FailedPrecondition, InvalidArgument
 from sandbox.cgroup_layout import HYBRID, V1, V2, layout_from_mountinfo
 from sandbox.cgroup_paths import SYSTEMD, cgroup_path, expand_slice
 

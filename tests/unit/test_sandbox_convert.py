@@ -7,10 +7,10 @@ import json
 import pytest
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
 from cni.capabilities import PortMapping
 from cri.config import Config
-from cri.errors import InvalidArgument
-from cri.handlers import sandbox_convert as conv
+from cri.convert import sandbox as conv
 from sandbox.pod_config import CONTAINER, NODE, POD, PodMetadata
 from sandbox.record import NOTREADY, READY, SandboxRecord
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cri.handlers import sandbox_convert
-from cri.handlers.item_cache import ItemCache
+from cri.convert import sandbox as sandbox_convert
+from cri.convert.item_cache import ItemCache
 from sandbox.pod_config import PodMetadata
 from sandbox.record import READY, SandboxRecord
 

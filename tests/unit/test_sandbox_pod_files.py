@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 from sandbox import pod_files
 from sandbox.pod_files import (
     DnsConfig,

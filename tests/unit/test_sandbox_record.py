@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from base.errors import DataLoss, InvalidArgument
 from cni.capabilities import PortMapping
-from cri.errors import DataLoss, InvalidArgument
 from sandbox.pod_config import CONTAINER, NODE, POD, PodConfig, PodMetadata, parse_quantity
 from sandbox.pod_files import DnsConfig
 from sandbox.record import READY, SandboxRecord

@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 
+from base.cancel import CallContext
+from base.db import Database
+from base.errors import Unavailable
 from cni import CNIClient, PortMapping, loopback_network, parse_network
-from cri.cancel import CallContext
-from cri.db import Database
-from cri.errors import Unavailable
 from sandbox.build import PodSettings
 from sandbox.manager import PodManager
 from sandbox.network import PodNetwork, delete_target, pending_entry, pod_ips
 from sandbox.pod_config import PodMetadata
 from sandbox.record import CREATING, NOTREADY, READY, SandboxRecord
+from sandbox.recover import recover_pods
 from sandbox.store import SandboxStore
 
 NETWORK = parse_network({
@@ -123,7 +124,7 @@ def test_recovery_takes_apart_unfinished_pods_and_marks_lost_ones(
                    infra={"pid": 2**22 + 7, "start_time": 1, "parent_pid": 2**22 + 6,
                           "parent_start_time": 1}))
     store.save(rec("stopped", NOTREADY, tmp_path))
-    manager.recover()
+    recover_pods(manager)
     # The interrupted build: DEL of both attachments (newest first) in the background,
     # then files and row gone.
     assert _wait(lambda: store.get("half") is None)
@@ -153,7 +154,7 @@ def test_recovery_keeps_an_unfinished_pod_whose_del_fails(
     fake.fail = True
     store.save(rec("half", CREATING, tmp_path, attachments=attached()))
     (tmp_path / "pods" / "half").mkdir(parents=True)
-    manager.recover()
+    recover_pods(manager)
     kept = store.get("half")
     assert kept is not None and kept.state == NOTREADY and kept.pending_network_teardown
     assert _wait(lambda: "try again later" in store.get("half").network_error)  # type: ignore[union-attr]
@@ -175,7 +176,7 @@ def test_recovery_never_waits_for_a_hung_del(
     store.save(rec("stuck", NOTREADY, tmp_path, attachments=attached(),
                    pending_network_teardown=True))
     started = time.monotonic()
-    manager.recover()
+    recover_pods(manager)
     assert time.monotonic() - started < 1.0
     assert fake.called.wait(5)  # a DEL is under way, hanging
     half = store.get("half")
@@ -198,7 +199,7 @@ def _wait(predicate: Any, timeout: float = 5.0) -> bool:
 
 
 def test_waiting_for_a_network_fails_with_a_clear_precondition(tmp_path: Path) -> None:
-    from cri.errors import FailedPrecondition
+    from base.errors import FailedPrecondition
 
     (tmp_path / "10-other.conflist").write_text(
         '{"cniVersion": "1.0.0", "name": "other", "plugins": [{"type": "fake-plugin"}]}')

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.cancel import CallContext
-from cri.db import Database
-from cri.errors import AlreadyExists, DeadlineExceeded, InvalidArgument
+from base.cancel import CallContext
+from base.db import Database
+from base.errors import AlreadyExists, DeadlineExceeded, InvalidArgument
 from sandbox.pod_config import PodMetadata
 from sandbox.record import NOTREADY, READY, SandboxRecord
 from sandbox.reservations import NameReservations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
+from base.errors import InvalidArgument
 from sandbox.sysctls import (
     IPC,
     NET,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
-from oci import capabilities
-from oci.capabilities import (
+from base.errors import InvalidArgument
+from oci.spec import capabilities
+from oci.spec.capabilities import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     container_capabilities,
@@ -94,7 +94,7 @@ def test_privileged_gets_all_the_daemon_has() -> None:
 
 def test_missing_daemon_cap_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     capabilities._already_warned.discard("CAP_SYS_RESOURCE")
-    with caplog.at_level(logging.WARNING, logger="oci.capabilities"):
+    with caplog.at_level(logging.WARNING, logger="oci.spec.capabilities"):
         assert "CAP_SYS_RESOURCE" not in caps(add=("SYS_RESOURCE",))
         assert "CAP_SYS_RESOURCE" not in caps(add=("SYS_RESOURCE",))
     warnings = [r for r in caplog.records if "CAP_SYS_RESOURCE" in r.getMessage()]

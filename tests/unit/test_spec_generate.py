@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from cri.errors import Internal, InvalidArgument
-from oci.capabilities import parse_cap_mask
-from oci.container_config import (
+from base.errors import Internal, InvalidArgument
+from oci.spec.capabilities import parse_cap_mask
+from oci.spec.generate import generate_spec
+from oci.spec.inputs import (
     Capabilities,
     CgroupDriver,
     ContainerRequest,
@@ -21,13 +22,12 @@ from oci.container_config import (
     NamespaceMode,
     NamespaceOptions,
     Resources,
-    SandboxFacts,
     SeccompProfile,
     SeccompProfileType,
     SecurityContext,
 )
-from oci.spec import generate_spec
-from oci.spec_mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from oci.spec.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from sandbox.facts import SandboxFacts
 
 DAEMON = DaemonFacts(
     bounding_set=parse_cap_mask("000001fffeffffff"),
@@ -227,11 +227,11 @@ def test_bidirectional_mount_sets_rshared_after_host_check(
     vol = tmp_path / "shared-vol"
     vol.mkdir()
     mountinfo = f"1 0 0:1 / / rw - ext4 /dev/x rw\n2 1 0:2 / {vol} rw shared:1 - tmpfs t rw\n"
-    monkeypatch.setattr("oci.spec_mounts._read_mountinfo", lambda: mountinfo)
+    monkeypatch.setattr("oci.spec.mounts._read_mountinfo", lambda: mountinfo)
     mount = Mount("/shared", str(vol), propagation=MountPropagation.BIDIRECTIONAL)
     spec = spec_for(rootfs, mounts=(mount,))
     assert spec["linux"]["rootfsPropagation"] == "rshared"
-    monkeypatch.setattr("oci.spec_mounts._read_mountinfo", lambda: mountinfo.replace(
+    monkeypatch.setattr("oci.spec.mounts._read_mountinfo", lambda: mountinfo.replace(
         "shared:1", "master:3"))
     with pytest.raises(InvalidArgument, match="bidirectional"):
         spec_for(rootfs, mounts=(mount,))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
-from oci.container_config import Mount, MountPropagation, SandboxFacts
-from oci.spec_mounts import (
+from base.errors import InvalidArgument
+from oci.spec.inputs import Mount, MountPropagation
+from oci.spec.mounts import (
     check_propagation,
     kernel_mounts,
     merge_mounts,
@@ -19,6 +19,7 @@ from oci.spec_mounts import (
     rootfs_propagation,
     shm_mount,
 )
+from sandbox.facts import SandboxFacts
 
 MOUNTINFO = (
     "22 1 0:21 / / rw,relatime - ext4 /dev/vda rw\n"

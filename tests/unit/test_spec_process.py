@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from cri.errors import InvalidArgument
-from oci.spec_process import (
+from base.errors import InvalidArgument
+from oci.spec.process import (
     DEFAULT_PATH,
     nofile_rlimit,
     process_for_exec,

@@ -7,8 +7,9 @@ import stat
 
 import pytest
 
-from cri.errors import FailedPrecondition, InvalidArgument
-from oci.container_config import (
+from base.errors import FailedPrecondition, InvalidArgument
+from oci.spec.devices import device_node, device_rules_and_nodes
+from oci.spec.inputs import (
     CgroupDriver,
     DaemonFacts,
     Device,
@@ -16,11 +17,10 @@ from oci.container_config import (
     NamespaceMode,
     NamespaceOptions,
     Resources,
-    SandboxFacts,
 )
-from oci.spec_devices import device_node, device_rules_and_nodes
-from oci.spec_namespaces import linux_namespaces
-from oci.spec_resources import cgroups_path, clamp_oom_score_adj, linux_resources
+from oci.spec.namespaces import linux_namespaces
+from oci.spec.resources import cgroups_path, clamp_oom_score_adj, linux_resources
+from sandbox.facts import SandboxFacts
 
 V1 = DaemonFacts(bounding_set=frozenset(), swap_accounting=True)
 V2 = DaemonFacts(bounding_set=frozenset(), cgroup_v2=True, swap_accounting=True, pids_limit=1024)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cri.errors import Internal, InvalidArgument
-from oci.capabilities import DEFAULT_CAPABILITIES, parse_cap_mask
-from oci.container_config import DaemonFacts, SeccompProfile, SeccompProfileType
-from oci.seccomp import (
+from base.errors import Internal, InvalidArgument
+from oci.spec.capabilities import DEFAULT_CAPABILITIES, parse_cap_mask
+from oci.spec.inputs import DaemonFacts, SeccompProfile, SeccompProfileType
+from oci.spec.seccomp import (
     PACKAGED_DEFAULT,
     container_seccomp,
     profile_from_legacy_path,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cri.errors import InvalidArgument
-from oci.container_config import SecurityContext, SupplementalGroupsPolicy
-from oci.spec_user import (
+from base.errors import InvalidArgument
+from oci.spec.inputs import SecurityContext, SupplementalGroupsPolicy
+from oci.spec.user import (
     GroupEntry,
     PasswdEntry,
     parse_group,

@@ -1,0 +1,1 @@
+"""Conversions between CRI protobuf messages and domain types, and list-response caches."""

@@ -1,0 +1,52 @@
+"""The rpc tables: which handler serves each rpc of the two CRI services.
+
+They are the whole API surface peapod implements; every other rpc of the proto
+answers UNIMPLEMENTED (see ``cri.servicers``).
+"""
+
+from __future__ import annotations
+
+from cri.handlers import (
+    container_create,
+    container_exec,
+    container_status,
+    container_stop,
+    container_update,
+    image_pull,
+    image_remove,
+    image_status,
+    runtime_info,
+    sandbox_remove,
+    sandbox_run,
+    sandbox_status,
+    sandbox_stop,
+)
+
+RUNTIME_HANDLERS = {
+    "Version": runtime_info.version,
+    "Status": runtime_info.status,
+    "RuntimeConfig": runtime_info.runtime_config,
+    "UpdateRuntimeConfig": runtime_info.update_runtime_config,
+    "RunPodSandbox": sandbox_run.run_pod_sandbox,
+    "StopPodSandbox": sandbox_stop.stop_pod_sandbox,
+    "RemovePodSandbox": sandbox_remove.remove_pod_sandbox,
+    "PodSandboxStatus": sandbox_status.pod_sandbox_status,
+    "ListPodSandbox": sandbox_status.list_pod_sandbox,
+    "CreateContainer": container_create.create_container,
+    "StartContainer": container_create.start_container,
+    "StopContainer": container_stop.stop_container,
+    "RemoveContainer": container_stop.remove_container,
+    "ContainerStatus": container_status.container_status,
+    "ListContainers": container_status.list_containers,
+    "ExecSync": container_exec.exec_sync,
+    "UpdateContainerResources": container_update.update_container_resources,
+    "ReopenContainerLog": container_update.reopen_container_log,
+}
+
+IMAGE_HANDLERS = {
+    "PullImage": image_pull.pull_image,
+    "ImageStatus": image_status.image_status,
+    "ListImages": image_status.list_images,
+    "ImageFsInfo": image_status.image_fs_info,
+    "RemoveImage": image_remove.remove_image,
+}

@@ -1,0 +1,172 @@
+"""The domain services one daemon owns, built from its configuration.
+
+Handlers receive a ``Services`` as their first argument. This is the one place
+that reads ``Config`` into the domain packages' own settings, so ``sandbox``,
+``oci``, ``cni`` and ``conmon`` never see the CRI layer's configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from base.db import Database
+from base.errors import InvalidArgument
+from cni import CNIClient
+from cri import __version__
+from cri.config import Config
+from cri.liveness import LivenessProbe
+from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
+from oci.container.manager import ContainerManager, ContainerObserver, PodLookup
+from oci.container.runtimes import RuntimeHandler, RuntimeHandlers, resolve_binary
+from oci.container.settings import ContainerSettings
+from oci.container.store import ContainerStore
+from oci.image.service import ImageService, PullSettings
+from oci.image.store import ImageStore
+from oci.spec.inputs import CgroupDriver, DaemonFacts
+from sandbox.build import PodSettings
+from sandbox.manager import PodManager
+from sandbox.network import NetworkObserver, PodNetwork
+from sandbox.store import SandboxStore
+
+log = logging.getLogger("peapod.daemon")
+
+_CONMON_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
+
+
+class Services:
+    """Everything one running peapod owns below the gRPC layer."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_at = time.time()
+        self.pod_cidr = ""
+        self.metrics = Metrics()
+        config.runroot_path.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.db_path)
+        self.images = image_service(config, self.db, PullObserver(self.metrics))
+        self.pods = pod_manager(config, self.db, PodNetworkObserver(self.metrics))
+        self.runtimes = runtime_handlers(config)
+        observer = ContainerMetrics(self.metrics)
+        self.containers = container_manager(
+            config, self.db, self.runtimes, self.images, self.pods, observer
+        )
+        observer.track(self.containers.count_by_state)
+        self.pods.containers = self.containers
+        self.images.users = self.containers.image_users
+        self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
+
+    def close(self) -> None:
+        """Release everything, in the reverse order of use."""
+        self.liveness.close()
+        self.pods.close()
+        self.containers.close()
+        self.metrics.close()
+        self.images.close()
+        self.db.close()
+
+
+def image_service(config: Config, db: Database, observer: PullObserver) -> ImageService:
+    """The image service over ``<root>/images``; a broken registries.conf fails here."""
+    img = config.image
+    settings = PullSettings(
+        registries_conf=Path(img.registries_conf) if img.registries_conf else None,
+        registries_conf_dir=Path(img.registries_conf_dir) if img.registries_conf_dir else None,
+        default_search=tuple(img.default_search_registries),
+        certs_dir=Path(img.certs_dir) if img.certs_dir else None,
+        max_parallel_downloads=max(1, img.max_parallel_downloads),
+        registry_timeout=img.registry_timeout,
+    )
+    service = ImageService(ImageStore(config.image_root, db), settings, observer)
+    service.registries()  # a broken registries.conf fails at start-up, not at first pull
+    return service
+
+
+def pod_manager(
+    config: Config, db: Database, observer: NetworkObserver | None = None
+) -> PodManager:
+    """The pod manager with its CNI network and settings."""
+    net = config.network
+    client = CNIClient(net.plugin_dirs, plugin_timeout=net.plugin_timeout)
+    network = PodNetwork(client, net.network_dir, net.default_network,
+                         net.wait_for_config, observer)  # fmt: skip
+    settings = PodSettings(
+        pods_dir=config.runroot_path / "pods",
+        cgroup_driver=config.cgroup_manager,
+        default_cgroup_parent=config.sandbox.default_cgroup_parent,
+        shm_size=config.sandbox.shm_size,
+        create_timeout=config.sandbox.create_timeout,
+        teardown_timeout=max(net.plugin_timeout * 2, 30.0),
+    )
+    return PodManager(settings, SandboxStore(db), network)
+
+
+def runtime_handlers(config: Config) -> RuntimeHandlers:
+    """The configured runtime handlers, paths resolved; a missing binary is logged."""
+    rt = config.runtime
+    handlers = {}
+    for name, h in rt.runtimes.items():
+        root = h.runtime_root or str(config.runroot_path / "runtimes" / name)
+        handlers[name] = RuntimeHandler(
+            name=name,
+            runtime_path=resolve_binary(h.runtime_path or name),
+            runtime_root=root,
+            monitor_path=resolve_binary(h.monitor_path),
+            monitor_env=_env(h.monitor_env, f"runtime.runtimes.{name}"),
+            create_timeout=h.create_timeout,
+        )
+        for what, path in (("runtime", handlers[name].runtime_path),
+                           ("monitor", handlers[name].monitor_path)):  # fmt: skip
+            if not os.access(path, os.X_OK):
+                log.warning(
+                    "runtime handler binary missing; containers of this handler will fail",
+                    extra={"handler": name, "what": what, "path": path},
+                )
+    return RuntimeHandlers(handlers, rt.default_runtime)
+
+
+def _env(items: list[str], where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"{where}: monitor_env entry {item!r} is not KEY=value")
+        env[key] = value
+    return env
+
+
+def container_settings(config: Config) -> ContainerSettings:
+    """Container directories under root and runroot, and the per-container limits."""
+    run = config.runroot_path
+    return ContainerSettings(
+        containers_dir=config.root_path / "containers",
+        bundles_dir=run / "containers",
+        exit_dir=run / "exits",
+        socket_dir=run / "sockets",
+        exec_dir=run / "exec",
+        monitor_log_level=_CONMON_LEVELS.get(config.log_level, "info"),
+        log_size_max=config.runtime.log_size_max,
+        exec_output_max=config.runtime.exec_output_max,
+    )
+
+
+def container_manager(
+    config: Config,
+    db: Database,
+    handlers: RuntimeHandlers,
+    images: ImageService,
+    pods: PodLookup | None = None,
+    observer: ContainerObserver | None = None,
+) -> ContainerManager:
+    """The container manager, with the host facts detected once."""
+    facts = DaemonFacts.detect(
+        cgroup_driver=CgroupDriver(config.cgroup_manager),
+        seccomp_profile_path=config.runtime.seccomp_profile,
+        pids_limit=config.runtime.pids_limit,
+    )
+    return ContainerManager(
+        container_settings(config), ContainerStore(db), handlers, images, facts, pods, observer
+    )

@@ -1,0 +1,1 @@
+"""The container lifecycle over an OCI runtime (runc, crun) and its conmon monitor."""

@@ -1,0 +1,620 @@
+"""ContainerManager: the container lifecycle (create, start, stop, remove, status, exec...).
+
+State lives in ``ContainerStore`` (database + cache). Each container has its own
+operation lock, held by create/start/stop/remove/update; status and list read
+the cache and take no lock. Exits are noticed by ``ExitWatcher`` (inotify on
+conmon's exit directory) and recorded without the operation lock, so a stop
+waiting for an exit never blocks the exit it waits for.
+
+conmon is the monitor: nothing of peapod runs per container, and conmon (in its
+own session, in the pod's cgroup) outlives the daemon. At start-up ``oci.container.recover``
+reloads the records, checks monitors and processes by pid and start time, and
+records exits that happened while the daemon was down.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from base.cancel import CallContext
+from base.errors import FailedPrecondition, Internal, NotFound, PeapodError
+from conmon import ctl, files, procs
+from conmon.exec_sync import ExecResult, exec_sync
+from conmon.paths import attach_symlink_path
+from oci.container import rootfs, runtime_cli
+from oci.container.create import (
+    UNKNOWN_EXIT,
+    ContainerBuild,
+    CreateRequest,
+    PodView,
+    signal_number,
+)
+from oci.container.exit_watcher import ExitWatcher
+from oci.container.record import (
+    CREATED,
+    CREATING,
+    ERROR,
+    EXITED,
+    RUNNING,
+    ContainerRecord,
+    exit_reason,
+)
+from oci.container.runtimes import RuntimeHandler, RuntimeHandlers
+from oci.container.settings import ContainerSettings
+from oci.container.store import ContainerStore
+from oci.spec.generate import process_for_exec
+from oci.spec.inputs import DaemonFacts, Resources
+from oci.spec.resources import linux_resources
+from sandbox.cgroup_layout import V2
+from sandbox.cgroups import PodCgroup
+
+if TYPE_CHECKING:
+    from oci.image.service import ImageService
+
+log = logging.getLogger("peapod.containers")
+
+KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
+MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
+_POLL = 0.1
+MONITOR_GONE = "container monitor and process disappeared"
+
+
+class PodLookup(Protocol):
+    """What the container code needs from the pod sandboxes."""
+
+    def get(self, id_or_prefix: str) -> PodView: ...
+
+    def lock(
+        self, pod_id: str, ctx: CallContext | None = None
+    ) -> AbstractContextManager[None]: ...
+
+
+class ContainerObserver(Protocol):
+    """Receives container events (the daemon turns them into metrics)."""
+
+    def oom_killed(self) -> None: ...
+
+    def monitor_lost(self) -> None:
+        """A running container's conmon died while the container kept running."""
+
+
+class _NoObserver:
+    def oom_killed(self) -> None:
+        pass
+
+    def monitor_lost(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ContainerFilter:
+    """ListContainers' filter: every given part must match."""
+
+    id: str = ""  # a full id or a prefix
+    state: str | None = None
+    pod_id: str = ""  # a full id or a prefix
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, rec: ContainerRecord) -> bool:
+        return (
+            rec.id.startswith(self.id)
+            and (self.state is None or rec.state == self.state)
+            and rec.sandbox_id.startswith(self.pod_id)
+            and all(rec.labels.get(k) == v for k, v in self.labels.items())
+        )
+
+
+def alive(pid: int, start: int) -> bool:
+    """Whether the process ``pid`` that started at ``start`` ticks still runs."""
+    return pid > 0 and procs.is_alive(pid) and (not start or procs.start_ticks(pid) == start)
+
+
+def _ticks_at(wall_ns: int) -> int:
+    """The boot-clock tick count at wall time ``wall_ns`` (one tick of slack)."""
+    ago = max(time.time_ns() - wall_ns, 0) / 1e9
+    return int(procs.boot_ticks_now() - ago * os.sysconf("SC_CLK_TCK")) - 1
+
+
+def _wait_dead(pid: int, start: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for that process to be gone; False if it still runs."""
+    deadline = time.monotonic() + seconds
+    while alive(pid, start):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _applied(old: dict[str, Any], new: Resources) -> dict[str, Any]:
+    """The limits in force after ``runtime update`` with ``new`` on top of ``old``.
+
+    Zero or empty fields are not sent, so the runtime leaves those limits as they
+    were (the kubelet's CPU manager sends nothing but ``cpuset_cpus``); unified
+    keys and hugepage sizes are set one by one; oom_score_adj is no cgroup limit.
+    """
+    out = dict(old)
+    for key, value in asdict(new).items():
+        if key == "oom_score_adj":
+            continue
+        if key == "unified" and value:
+            out[key] = {**old.get(key, {}), **value}
+        elif key == "hugepage_limits" and value:
+            sizes = {h["page_size"]: h for h in old.get(key, [])}
+            sizes.update({h["page_size"]: h for h in value})
+            out[key] = list(sizes.values())
+        elif value:
+            out[key] = value
+    return out
+
+
+class ContainerManager:
+    """Owns every container of the daemon."""
+
+    def __init__(
+        self,
+        settings: ContainerSettings,
+        store: ContainerStore,
+        handlers: RuntimeHandlers,
+        images: ImageService,
+        facts: DaemonFacts,
+        pods: PodLookup | None = None,
+        observer: ContainerObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.handlers = handlers
+        self.images = images
+        self.facts = facts
+        self.pods = pods
+        self.observer: ContainerObserver = observer or _NoObserver()
+        self._ops: dict[str, threading.Lock] = {}
+        self._ops_guard = threading.Lock()
+        self._exited = threading.Condition()
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._orphans: set[str] = set()  # running without conmon, already reported
+        self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
+
+    def runtime_for(self, rec: ContainerRecord) -> RuntimeHandler:
+        """The runtime and monitor that operate an existing container.
+
+        Those recorded at create time, so the container can still be stopped and
+        removed after its handler left the config; the live handler only for a
+        record made before they were kept.
+        """
+        if not rec.runtime_path:
+            return self.handlers.get(rec.runtime_handler)
+        return RuntimeHandler(
+            name=rec.runtime_handler,
+            runtime_path=rec.runtime_path,
+            runtime_root=rec.runtime_root,
+            monitor_path=rec.monitor_path,
+            monitor_env=dict(rec.monitor_env),
+            create_timeout=0.0,  # creation uses the live handler
+        )
+
+    # ---- start-up and shut-down ---------------------------------------------
+    def make_dirs(self) -> None:
+        """Create the state, run, exit, socket and exec directories."""
+        s = self.settings
+        for d in (s.containers_dir, s.bundles_dir, s.exit_dir, s.socket_dir, s.exec_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def watch_exits(self) -> None:
+        """Start recording conmon's exit files (after recovery)."""
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop watching exits (containers and their monitors keep running)."""
+        self._watcher.close()
+
+    # ---- exits ---------------------------------------------------------------
+    def handle_exit(self, ctr_id: str) -> None:
+        """conmon wrote an exit file for ``ctr_id``: record the exit."""
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            files.remove_exit_file(str(self.settings.exit_dir), ctr_id)  # stale
+            return
+        if rec.state == CREATING:
+            return  # the create settles it
+        self.record_exit(ctr_id)
+
+    def read_exit(self, rec: ContainerRecord) -> tuple[int, int] | None:
+        """(status, finished_at_ns) from conmon's files, None if it wrote none yet."""
+        persisted = files.read_persisted_exit(rec.persist_dir)
+        if persisted is not None:
+            return persisted
+        code = files.read_exit_file(str(self.settings.exit_dir), rec.id)
+        if code is None:
+            return None
+        try:
+            finished = os.stat(os.path.join(self.settings.exit_dir, rec.id)).st_mtime_ns
+        except FileNotFoundError:
+            finished = time.time_ns()
+        return code, finished
+
+    def record_exit(self, ctr_id: str) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            return
+        found = self.read_exit(rec)
+        if found is None:
+            return
+        code, finished = found
+        oom = files.oom_killed(rec.persist_dir) or os.path.exists(
+            os.path.join(rec.bundle, files.OOM_FILE)
+        )
+        reason = exit_reason(code, oom)
+        if self._finish(ctr_id, code, finished, reason, ""):
+            log.info("container exited", extra={"container": ctr_id, "exit_code": code,
+                                                 "reason": reason})
+            if oom:
+                self.observer.oom_killed()
+        files.remove_exit_file(str(self.settings.exit_dir), ctr_id)
+
+    def mark_lost(self, ctr_id: str, message: str) -> None:
+        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, message):
+            log.warning("container lost", extra={"container": ctr_id, "error": message})
+
+    def _finish(self, ctr_id: str, code: int, finished: int, reason: str, message: str) -> bool:
+        """Record that a created or running container ended; False if it already had."""
+        made = False
+
+        def change(cur: ContainerRecord) -> ContainerRecord | None:
+            nonlocal made
+            if cur.state not in (CREATED, RUNNING):
+                return None
+            made = True
+            return replace(cur, state=EXITED, exit_code=code, finished_at=finished,
+                           reason=reason, message=message)
+
+        self.store.update(ctr_id, change)
+        with self._exited:
+            self._exited.notify_all()
+        return made
+
+    def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:
+        """Wait up to ``seconds`` for the container to be recorded as exited.
+
+        The state is checked with the condition's lock held, so an exit recorded between
+        the check and the wait still wakes us (``_finish`` notifies under that lock).
+        """
+        deadline = time.monotonic() + seconds
+        gone_since: float | None = None
+        while True:
+            with self._exited:
+                rec = self.store.get(ctr_id)
+                if rec is None or rec.state not in (CREATED, RUNNING):
+                    return True
+                now = time.monotonic()
+                if not alive(rec.pid, rec.pid_start):
+                    # The process is gone: conmon writes its exit file right after reaping it.
+                    self.record_exit(ctr_id)
+                    gone_since = gone_since or now
+                    if now - gone_since > MONITOR_EXIT_WAIT and not alive(
+                        rec.monitor_pid, rec.monitor_start
+                    ):
+                        self.mark_lost(ctr_id, "the monitor exited without writing an exit status")
+                        continue
+                    current = self.store.get(ctr_id)
+                    if current is None or current.state not in (CREATED, RUNNING):
+                        return True
+                if now >= deadline:
+                    return False
+                if ctx is not None:
+                    ctx.check()
+                self._exited.wait(min(_POLL, max(deadline - now, 0.001)))
+
+    # ---- liveness (the daemon's periodic probe) --------------------------------
+    def probe_monitors(self) -> None:
+        """Check the conmon of every running container (see ``probe_monitor``)."""
+        for rec in self.store.visible():
+            if rec.state == RUNNING:
+                try:
+                    self.probe_monitor(rec.id)
+                except Exception:
+                    log.exception("probing a container's monitor failed",
+                                  extra={"container": rec.id})
+        present = {r.id for r in self.store.all()}
+        self._orphans.intersection_update(present)
+
+    def probe_monitor(self, ctr_id: str) -> str:
+        """Check one running container's conmon by pid and start time.
+
+        No lock is held: the record is a snapshot and the change, if any, is
+        applied by ``_finish`` only to a container still created or running.
+        Returns "ok", "orphaned" (conmon gone, the process runs: reported once),
+        "exited" (conmon wrote the exit, recorded now), "lost" (both gone without
+        an exit: marked exited 255) or "" (nothing to check).
+        """
+        rec = self.store.get(ctr_id)
+        if rec is None or rec.state != RUNNING or not rec.monitor_pid:
+            return ""
+        if alive(rec.monitor_pid, rec.monitor_start):
+            return "ok"
+        if alive(rec.pid, rec.pid_start):
+            if ctr_id not in self._orphans:
+                self._orphans.add(ctr_id)
+                log.error("container monitor died; the container runs on but its exit "
+                          "will not be noticed", extra={"container": ctr_id,
+                                                        "monitor_pid": rec.monitor_pid})
+                self.observer.monitor_lost()
+            return "orphaned"
+        # conmon writes the exit before it exits: read after seeing both gone.
+        if self.read_exit(rec) is not None:
+            self.record_exit(ctr_id)
+            return "exited"
+        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, MONITOR_GONE):
+            log.error("container monitor and process disappeared without an exit status",
+                      extra={"container": ctr_id})
+        self._orphans.discard(ctr_id)
+        return "lost"
+
+    # ---- locks -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _op(self, ctr_id: str) -> Iterator[None]:
+        with self._ops_guard:
+            lock = self._ops.setdefault(ctr_id, threading.Lock())
+        with lock:
+            yield
+
+    # ---- create / start ----------------------------------------------------
+    def create(self, req: CreateRequest, ctx: CallContext) -> ContainerRecord:
+        """Create (not start) a container in a ready pod; see oci.container.create."""
+        if self.pods is None:
+            raise Internal("the pod sandbox manager is not wired to the containers")
+        pod = self.pods.get(req.pod_id)
+        with self.pods.lock(pod.id, ctx):
+            pod = self.pods.get(pod.id)
+            rec = ContainerBuild(self, pod, req).run(ctx)
+        log.info("container created", extra={"container": rec.id, "container_name": rec.name,
+                                             "pod": rec.sandbox_id})
+        # An exit that came while the record was still "creating" was left for us.
+        if self.read_exit(rec) is not None:
+            self.record_exit(rec.id)
+        return rec
+
+    def start(self, id_or_prefix: str, ctx: CallContext) -> None:
+        """Run a created container's process."""
+        found = self.store.find(id_or_prefix)
+        with self._op(found.id):
+            rec = self.store.find(found.id)
+            if rec.state != CREATED:
+                raise FailedPrecondition(
+                    f"container {rec.id} is {rec.state}; only a created container can be started"
+                )
+            handler = self.runtime_for(rec)
+            started = time.time_ns()
+            self.store.update(rec.id, lambda cur: replace(cur, started_at=started))
+            try:
+                runtime_cli.start(handler, rec.id, ctx)
+            except PeapodError as exc:
+                self._finish(rec.id, 128, time.time_ns(), "StartError", exc.message)
+                # The record says exited (first, so the kill's exit does not replace the
+                # reason): make that true. A start that timed out may have started the
+                # process, and a failed one leaves runc's init and conmon waiting.
+                # No ctx: the caller's may be spent already.
+                try:
+                    runtime_cli.kill(handler, rec.id, signal.SIGKILL, all_processes=True)
+                except PeapodError as kill_exc:
+                    log.warning("could not kill a container whose start failed",
+                                extra={"container": rec.id, "error": kill_exc.message})
+                raise
+            self.store.update(
+                rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None
+            )
+        log.info("container started", extra={"container": rec.id})
+
+    # ---- stop / remove ------------------------------------------------------
+    def stop(self, id_or_prefix: str, timeout: float, ctx: CallContext | None) -> None:
+        """Stop signal, then SIGKILL after ``timeout`` seconds; unknown or stopped is fine."""
+        try:
+            found = self.store.find(id_or_prefix)
+        except NotFound:
+            return
+        with self._op(found.id):
+            self._stop_locked(found.id, timeout, ctx)
+
+    def _stop_locked(self, ctr_id: str, timeout: float, ctx: CallContext | None) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None or rec.state not in (CREATED, RUNNING):
+            return
+        handler = self.runtime_for(rec)
+        if rec.state == RUNNING and timeout > 0:
+            sig = signal_number(rec.stop_signal)
+            log.info("stopping container", extra={"container": ctr_id,
+                                                  "signal": rec.stop_signal, "timeout": timeout})
+            if runtime_cli.kill(handler, ctr_id, sig, ctx=ctx) and self._wait_exit(
+                ctr_id, timeout, ctx
+            ):
+                return
+        runtime_cli.kill(handler, ctr_id, signal.SIGKILL, all_processes=True, ctx=ctx)
+        if not self._wait_exit(ctr_id, KILL_WAIT, ctx):
+            raise Internal(f"container {ctr_id} did not exit within {KILL_WAIT}s of SIGKILL")
+
+    def remove(self, id_or_prefix: str, ctx: CallContext | None) -> None:
+        """Force-stop, then delete everything of the container; unknown is fine."""
+        try:
+            found = self.store.find(id_or_prefix)
+        except NotFound:
+            return
+        self._remove_exact(found.id, ctx)
+
+    def _remove_exact(self, ctr_id: str, ctx: CallContext | None) -> None:
+        with self._op(ctr_id):
+            self._remove_locked(ctr_id, ctx)
+        with self._ops_guard:
+            self._ops.pop(ctr_id, None)
+
+    def _remove_locked(self, ctr_id: str, ctx: CallContext | None) -> None:
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            return
+        self._stop_locked(ctr_id, 0, ctx)
+        self.teardown(rec)
+        self.store.delete(ctr_id)
+        self._specs.pop(ctr_id, None)
+        log.info("container removed", extra={"container": ctr_id})
+
+    def teardown(self, rec: ContainerRecord) -> None:
+        """Delete the container's runtime state, monitor, mount, files and layer hold.
+
+        Idempotent: every step tolerates what an earlier run or a crash already did.
+        """
+        monitor, since = rec.monitor_pid, rec.monitor_start
+        if not monitor:
+            # Interrupted before the record got conmon's pid: its pidfile may say.
+            with contextlib.suppress(PeapodError):
+                monitor = files.read_pidfile(os.path.join(rec.bundle, "conmon-pidfile")) or 0
+            since = _ticks_at(rec.created_at)
+        # A half-built container's conmon waits on its runtime: no reason to wait for it.
+        grace = 0.0 if rec.state == CREATING else MONITOR_EXIT_WAIT
+        if monitor and not _wait_dead(monitor, rec.monitor_start, grace):
+            log.warning("conmon outlived its container; killing it", extra={"container": rec.id})
+            procs.wait_gone(procs.kill_tree(monitor, not_before_ticks=since), 5.0)
+        try:
+            runtime_cli.delete(self.runtime_for(rec), rec.id)
+        except PeapodError as exc:
+            # Once its processes are gone, the rest may go even if the runtime balks.
+            if alive(rec.pid, rec.pid_start):
+                raise
+            log.warning("the runtime could not delete the container; cleaning up the rest",
+                        extra={"container": rec.id, "error": exc.message})
+        rootfs.unmount_rootfs(Path(rec.rootfs))
+        rootfs.remove_tree(Path(rec.bundle))
+        rootfs.remove_tree(Path(rec.storage_dir))
+        files.remove_exit_file(str(self.settings.exit_dir), rec.id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(attach_symlink_path(str(self.settings.socket_dir), rec.id))
+        self.images.store.release(rec.id)
+
+    # ---- pods ------------------------------------------------------------------
+    def stop_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Kill every running container of the pod (the kubelet stopped them gracefully)."""
+        ids = [r.id for r in self.store.in_pod(pod_id) if r.state in (CREATED, RUNNING)]
+        self._each(ids, lambda i: self.stop(i, 0, ctx))
+
+    def remove_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
+        """Remove every container of the pod."""
+        ids = [r.id for r in self.store.in_pod(pod_id)]
+        self._each(ids, lambda i: self._remove_exact(i, ctx))
+        self._release_pod_leaf(pod_id)
+
+    def _release_pod_leaf(self, pod_id: str) -> None:
+        """On cgroup v2, drop the pod's process leaf conmon used (if nothing else is in it)."""
+        if self.pods is None:
+            return
+        try:
+            pod = self.pods.get(pod_id)
+        except NotFound:
+            return
+        if pod.cgroup and pod.cgroup.get("version") == V2:
+            for d in PodCgroup.from_record(pod.cgroup).process_dirs():
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+    @staticmethod
+    def _each(ids: list[str], work: Any) -> None:
+        if not ids:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+            futures = [pool.submit(work, i) for i in ids]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+
+    # ---- queries (cache only) ----------------------------------------------
+    def status(self, id_or_prefix: str) -> ContainerRecord:
+        return self.store.find(id_or_prefix)
+
+    def list(self, flt: ContainerFilter | None = None) -> list[ContainerRecord]:
+        records = self.store.visible()
+        if flt is not None:
+            records = [r for r in records if flt.matches(r)]
+        return records
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many visible containers are in each state."""
+        return dict(collections.Counter(r.state for r in self.store.visible()))
+
+    def image_users(self, image_id: str) -> list[str]:
+        """Ids of the containers (half-built ones included) using image ``image_id``."""
+        return [r.id for r in self.store.all() if r.image_id == image_id]
+
+    def spec(self, rec: ContainerRecord) -> dict[str, Any]:
+        """The container's OCI spec (read from its bundle once, then cached)."""
+        cached = self._specs.get(rec.id)
+        if cached is not None:
+            return cached
+        try:
+            with open(rec.config_path, encoding="utf-8") as f:
+                spec: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            raise FailedPrecondition(
+                f"container {rec.id} has no runtime bundle (was the node rebooted?)"
+            ) from None
+        self._specs[rec.id] = spec
+        return spec
+
+    def remember_spec(self, ctr_id: str, spec: dict[str, Any]) -> None:
+        self._specs[ctr_id] = spec
+
+    # ---- exec / update / logs ------------------------------------------------
+    def _running(self, id_or_prefix: str, what: str) -> ContainerRecord:
+        rec = self.store.find(id_or_prefix)
+        if rec.state != RUNNING:
+            raise FailedPrecondition(f"cannot {what} container {rec.id}: it is {rec.state}")
+        return rec
+
+    def exec_sync(
+        self, id_or_prefix: str, cmd: list[str], timeout: int, ctx: CallContext
+    ) -> ExecResult:
+        """Run ``cmd`` in the running container; a timeout gives exit code -1."""
+        rec = self._running(id_or_prefix, "exec in")
+        handler = self.runtime_for(rec)
+        process = process_for_exec(self.spec(rec), cmd, tty=False)
+        return exec_sync(
+            handler.monitor_path,
+            handler.runtime_path,
+            handler.runtime_root,
+            rec.id,
+            process,
+            timeout or None,
+            self.settings.exec_output_max,
+            work_dir=str(self.settings.exec_dir),
+            env=handler.monitor_env,
+            ctx=ctx,
+        )
+
+    def update_resources(self, id_or_prefix: str, res: Resources, ctx: CallContext) -> None:
+        """Apply new cgroup limits to a created or running container."""
+        found = self.store.find(id_or_prefix)
+        with self._op(found.id):
+            rec = self.store.find(found.id)
+            if rec.state not in (CREATED, RUNNING):
+                raise FailedPrecondition(
+                    f"cannot update the resources of container {rec.id}: it is {rec.state}"
+                )
+            oci = linux_resources(res, self.facts, [])
+            oci.pop("devices", None)
+            runtime_cli.update(self.runtime_for(rec), rec.id, oci, ctx)
+            self.store.update(
+                rec.id, lambda cur: replace(cur, resources=_applied(cur.resources, res))
+            )
+
+    def reopen_log(self, id_or_prefix: str) -> None:
+        """Have conmon reopen the container's log file (after the kubelet rotated it)."""
+        rec = self._running(id_or_prefix, "reopen the log of")
+        ctl.reopen_log(os.path.join(rec.bundle, "ctl"), rec.log_path)

@@ -1,0 +1,115 @@
+"""A container's root filesystem: an overlay of the image's layers plus its own upper dir.
+
+The kernel copies mount options into one page (4096 bytes), which absolute paths of
+60 layers do not fit. So each layer gets a short symlink in the container's storage
+dir (``l/0``, ``l/1``...; the top layer first) and ``mount`` runs with that dir as
+its working directory, giving ``lowerdir=l/0:l/1:...`` - about 5 bytes per layer.
+The mount is made by the ``mount`` command (a child process), because a relative
+lowerdir is resolved against the caller's working directory, which a threaded
+daemon must not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from base.errors import Internal, InvalidArgument
+from sandbox.mounts import MOUNTINFO, mounts_at, parse_mountinfo, umount_all
+from sandbox.tools import find_tool
+
+MAX_OPTIONS = 4095  # one page, less the terminating NUL
+_MOUNT_TIMEOUT = 60.0
+LINKS = "l"
+UPPER = "upper"
+WORK = "work"
+
+
+def overlay_options(layer_count: int) -> str:
+    """The overlay mount options for ``layer_count`` layers, relative to the storage dir."""
+    lower = ":".join(f"{LINKS}/{i}" for i in range(layer_count))
+    return f"lowerdir={lower},upperdir={UPPER},workdir={WORK}"
+
+
+def mount_rootfs(lower_dirs: Sequence[Path], storage_dir: Path, target: Path) -> None:
+    """Mount the overlay of ``lower_dirs`` (top first) with a fresh upper dir on ``target``.
+
+    ``storage_dir`` receives the layer links, ``upper`` and ``work``. On failure
+    nothing stays mounted; the caller removes ``storage_dir``.
+    """
+    layers = list(lower_dirs)
+    if not layers:
+        empty = storage_dir / "empty"
+        empty.mkdir(mode=0o755, exist_ok=True)
+        layers = [empty]
+    options = overlay_options(len(layers))
+    if len(options) > MAX_OPTIONS:
+        raise InvalidArgument(
+            f"the image has {len(layers)} layers; overlay cannot stack that many "
+            f"({len(options)} bytes of mount options, the kernel takes {MAX_OPTIONS})"
+        )
+    links = storage_dir / LINKS
+    links.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for i, layer in enumerate(layers):
+        if not layer.is_dir():
+            raise Internal(f"image layer {layer} is missing from the image store")
+        link = links / str(i)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to(layer)
+    for sub in (UPPER, WORK):
+        (storage_dir / sub).mkdir(mode=0o755, exist_ok=True)
+    target.mkdir(mode=0o755, parents=True, exist_ok=True)
+    argv = [find_tool("mount"), "-t", "overlay", "overlay", "-o", options, str(target)]
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=storage_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_MOUNT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        unmount_rootfs(target)
+        raise Internal(f"cannot mount the container's root filesystem at {target}: {exc}") from None
+    if proc.returncode != 0:
+        unmount_rootfs(target)
+        err = proc.stderr.strip() or f"mount exited with status {proc.returncode}"
+        raise Internal(f"cannot mount the container's root filesystem at {target}: {err}")
+
+
+def unmount_rootfs(target: Path) -> None:
+    """Detach whatever is mounted on ``target``; idempotent."""
+    try:
+        umount_all(target)
+    except OSError as exc:
+        raise Internal(
+            f"cannot unmount container root filesystem {target}: {exc.strerror}"
+        ) from exc
+
+
+def is_mounted(target: Path) -> bool:
+    return bool(mounts_at(target))
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a container directory; refuses one that still has a mount on it."""
+    if not path.exists():
+        return
+    prefix = os.path.abspath(path) + "/"
+    entries = parse_mountinfo(MOUNTINFO.read_text())
+    busy = [e.mount_point for e in entries if e.mount_point.startswith(prefix)]
+    if busy:
+        raise Internal(f"cannot delete {path}: still mounted at {', '.join(busy)}")
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise Internal(f"cannot delete {path}: {exc}") from exc

@@ -1,0 +1,115 @@
+"""Runtime handlers (the kubelet's RuntimeClass handlers): which runtime and monitor run a pod.
+
+Each handler names an OCI runtime with a runc-compatible command line, the directory
+where it keeps container state, and the conmon binary that monitors its containers.
+A pod picks one by name; the empty name means the configured default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from base.errors import InvalidArgument
+
+log = logging.getLogger("peapod.runtime")
+
+# Searched after $PATH, so a daemon started with a minimal environment finds /usr/sbin/runc.
+_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+_FEATURES_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RuntimeHandler:
+    """One configured handler with its paths resolved."""
+
+    name: str
+    runtime_path: str
+    runtime_root: str
+    monitor_path: str
+    monitor_env: Mapping[str, str]
+    create_timeout: float
+
+
+@dataclass(frozen=True)
+class HandlerFeatures:
+    """What a handler's runtime supports, as advertised in Status."""
+
+    recursive_read_only_mounts: bool = False
+    user_namespaces: bool = False
+
+
+def resolve_binary(name_or_path: str) -> str:
+    """An absolute path for a binary: kept if absolute, else looked up in PATH and sbin."""
+    if os.path.isabs(name_or_path):
+        return name_or_path
+    search = os.pathsep.join([os.environ.get("PATH", ""), *_SYSTEM_PATH])
+    return shutil.which(name_or_path, path=search) or name_or_path
+
+
+class RuntimeHandlers:
+    """The configured handlers and the default one."""
+
+    def __init__(self, handlers: Mapping[str, RuntimeHandler], default: str) -> None:
+        if default not in handlers:
+            raise InvalidArgument(f"default runtime handler {default!r} is not configured")
+        self._handlers = dict(handlers)
+        self.default = default
+        self._features: dict[str, HandlerFeatures] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Configured handler names, the default first."""
+        return [self.default, *sorted(n for n in self._handlers if n != self.default)]
+
+    def get(self, name: str) -> RuntimeHandler:
+        """The handler called ``name`` ("" for the default); InvalidArgument if unknown."""
+        handler = self._handlers.get(name or self.default)
+        if handler is None:
+            raise InvalidArgument(
+                f"runtime handler {name!r} is not configured; known handlers: "
+                f"{', '.join(self.names())}"
+            )
+        return handler
+
+    def validate(self, name: str) -> str:
+        """The resolved name of handler ``name`` ("" means the default)."""
+        return self.get(name).name
+
+    def features(self, name: str) -> HandlerFeatures:
+        """The handler's features from ``<runtime> features`` (cached; none if unsupported)."""
+        handler = self.get(name)
+        with self._lock:
+            cached = self._features.get(handler.name)
+        if cached is not None:
+            return cached
+        found = probe_features(handler.runtime_path)
+        with self._lock:
+            self._features[handler.name] = found
+        return found
+
+
+def probe_features(runtime_path: str) -> HandlerFeatures:
+    """Ask the runtime which mount options it knows; any failure means no extra features."""
+    try:
+        proc = subprocess.run(
+            [runtime_path, "features"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_FEATURES_TIMEOUT,
+            check=False,
+        )
+        doc = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        doc = {}
+    options = doc.get("mountOptions") if isinstance(doc, dict) else None
+    return HandlerFeatures(
+        recursive_read_only_mounts=isinstance(options, list) and "rro" in options
+    )
+

@@ -1,0 +1,1 @@
+"""The OCI image and distribution specs: references, manifests, registries, the image store."""

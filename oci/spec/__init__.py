@@ -1,0 +1,1 @@
+"""The OCI runtime spec: a container's config.json generated from a CRI request."""
