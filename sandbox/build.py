@@ -3,7 +3,8 @@
 Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
 inside), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
 infra process (pid mode POD), then the network. The record (state "creating")
-is saved before the first step and again after each step that made something,
+is saved before the first step (with the cgroup directories it will create)
+and again after each step that made something,
 so a daemon killed half-way leaves a row from which restart recovery takes the
 pod apart; before any ADD it is saved with the planned attachments, so a crash
 mid-ADD can still be DEL'ed, and each ADD result is kept. A failure undoes
@@ -26,7 +27,7 @@ from base.errors import PeapodError
 from cni import NetworkConfig
 from cni.client import add_left_state
 from sandbox.cgroup_paths import SYSTEMD
-from sandbox.cgroups import create_pod_cgroup
+from sandbox.cgroups import create_pod_cgroup, plan_pod_cgroup
 from sandbox.infra import INFRA_LOG, start_infra
 from sandbox.namespaces import pin_namespaces, unpin
 from sandbox.network import PodNetwork, pending_entry, pod_ips
@@ -116,6 +117,10 @@ class PodBuild:
 
     # ---- steps ----------------------------------------------------------
     def _local(self, ctx: CallContext) -> None:
+        # The cgroup is planned into the first save, so a daemon killed while making it
+        # leaves a row listing what to remove.
+        planned = plan_pod_cgroup(self.record.cgroup_parent, self.settings.cgroup_driver)
+        self._set(cgroup=planned.to_record())
         rec, cfg = self.record, self.config
         self.store.save(rec)  # state "creating": restart recovery takes apart what it lists
         self.undo.push("state row", lambda: self.store.delete_row(rec.id))

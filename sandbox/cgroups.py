@@ -87,8 +87,14 @@ class PodCgroup:
 
         Nothing is killed. An intermediate directory that now holds other
         cgroups is left in place. If a directory still holds processes after
-        ``retries`` attempts, raise Internal naming it and its pids.
+        ``retries`` attempts, raise Internal naming it and its pids. On v2 the
+        leaf of a pod directory is removed too, even if it was made after the
+        record was saved.
         """
+        if self.version == V2:
+            for leaf in (d / V2_LEAF for d in self.dirs):
+                if leaf not in self.created and leaf.is_dir():
+                    self.created.append(leaf)
         busy: list[Path] = []
         for attempt in range(max(1, retries)):
             busy = self._remove_once()
@@ -141,6 +147,28 @@ def hierarchy_roots(layout: CgroupLayout) -> list[Path]:
         if root is not None and root not in roots:
             roots.append(root)
     return roots
+
+
+def plan_pod_cgroup(
+    parent: str, driver: str = CGROUPFS, layout: CgroupLayout | None = None
+) -> PodCgroup:
+    """The pod cgroup ``create_pod_cgroup`` would make, its missing directories as created.
+
+    Recorded before creating, so that removing it after a crash in between takes
+    away whatever of it was made (a directory others made meanwhile is only
+    removed if empty, and one shared with other cgroups is left to them).
+    """
+    path = cgroup_path(parent, driver)
+    layout = layout if layout is not None else detect_layout()
+    cg = PodCgroup(path=path, version=layout.version, dirs=[])
+    for root in hierarchy_roots(layout):
+        d = root
+        for part in path.strip("/").split("/"):
+            d = d / part
+            if not d.is_dir():
+                cg.created.append(d)
+        cg.dirs.append(d)
+    return cg
 
 
 def create_pod_cgroup(

@@ -88,11 +88,14 @@ def config(name: str) -> PodConfig:
                      host_network=True, pid_mode=POD)
 
 
-@pytest.mark.parametrize("step", ["mount_shm", "write_pod_files", "start_infra", "after_infra"])
+@pytest.mark.parametrize(
+    "step", ["after_cgroup", "mount_shm", "write_pod_files", "start_infra", "after_infra"]
+)
 def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
     env: Env, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     real_start_infra = build.start_infra
+    real_create_pod_cgroup = build.create_pod_cgroup
     infra_pids: list[int] = []
 
     def die(*args: Any, **kw: Any) -> Any:
@@ -105,8 +108,14 @@ def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
             raise Killed(step)
         return infra
 
+    def cgroup_then_die(*args: Any, **kw: Any) -> Any:
+        real_create_pod_cgroup(*args, **kw)
+        raise Killed(step)  # made in every hierarchy, not yet recorded
+
     monkeypatch.setattr(UndoStack, "rollback", lambda self: [])  # a dead daemon undoes nothing
-    if step == "start_infra":
+    if step == "after_cgroup":
+        monkeypatch.setattr(build, "create_pod_cgroup", cgroup_then_die)
+    elif step == "start_infra":
         monkeypatch.setattr(build, "start_infra", die)
     elif step == "after_infra":
         monkeypatch.setattr(build, "start_infra", infra_then_die)
@@ -119,6 +128,7 @@ def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
     first.close()
     db.close()
     assert list((env.settings.pods_dir).iterdir()) != []  # something was left behind
+    assert len(env.pod_cgroups()) == len(hierarchy_roots(detect_layout()))
     monkeypatch.undo()
 
     second, db = env.manager()

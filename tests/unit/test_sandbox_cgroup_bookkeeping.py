@@ -8,7 +8,13 @@ import pytest
 
 from base.errors import Internal
 from sandbox.cgroup_layout import HYBRID, V2, CgroupLayout
-from sandbox.cgroups import V2_LEAF, PodCgroup, create_pod_cgroup, hierarchy_roots
+from sandbox.cgroups import (
+    V2_LEAF,
+    PodCgroup,
+    create_pod_cgroup,
+    hierarchy_roots,
+    plan_pod_cgroup,
+)
 
 
 def fake_v1(tmp_path: Path) -> CgroupLayout:
@@ -107,3 +113,28 @@ def test_v2_enables_controllers_and_uses_a_leaf(tmp_path: Path) -> None:
     # Only controllers that are available and not yet enabled are written.
     assert (root / "cgroup.subtree_control").read_text() == "+cpuset +io +pids"
     assert cg.process_dirs() == [root / "kubepods" / "pod1" / V2_LEAF]
+
+
+def test_plan_lists_what_create_would_make_so_a_crash_in_between_is_undone(
+    tmp_path: Path,
+) -> None:
+    layout = fake_v1(tmp_path)
+    (tmp_path / "memory" / "kubepods").mkdir()  # made by someone else
+    plan = plan_pod_cgroup("/kubepods/pod1", layout=layout)
+    assert not any(d.exists() for d in plan.created)
+    create_pod_cgroup("/kubepods/pod1", layout=layout)  # then the daemon dies
+    assert tmp_path / "memory" / "kubepods" not in plan.created
+    PodCgroup.from_record(plan.to_record()).remove()
+    assert [p for p in tmp_path.rglob("pod1")] == []
+    assert (tmp_path / "memory" / "kubepods").is_dir()
+    assert not (tmp_path / "pids" / "kubepods").exists()
+
+
+def test_v2_removes_a_leaf_made_after_the_record_was_saved(tmp_path: Path) -> None:
+    root = tmp_path / "unified"
+    root.mkdir()
+    layout = CgroupLayout(V2, {}, root)
+    saved = create_pod_cgroup("/kubepods/pod1", layout=layout).to_record()
+    (root / "kubepods" / "pod1" / V2_LEAF).mkdir()  # add_process, then the daemon dies
+    PodCgroup.from_record(saved).remove(retries=1)
+    assert not (root / "kubepods").exists()
