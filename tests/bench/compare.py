@@ -46,6 +46,7 @@ from runtimes import (  # noqa: E402
     RuntimeUnderTest,
     Shared,
 )
+from scale import run_scale  # noqa: E402
 from scenarios import Comparison, Settings  # noqa: E402
 
 MANAGED = {"peapod": PeapodRuntime, "containerd": ContainerdRuntime}
@@ -83,8 +84,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default="1,2,3,4,5,6",
-        help="which scenarios to run (5 and 6 use the pods 2 starts, so 2 runs too)",
+        help="which scenarios to run (5 and 6 use the pods 2 starts, so 2 runs too; "
+        "7, scale, is not in the default set: --scenarios 7 --scale-pods N)",
     )
+    p.add_argument("--scale-pods", type=int, default=500,
+                   help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -220,7 +224,8 @@ def main() -> int:
             hook = Profiler(peapod, args.results / f"profile-{stamp}").around
         run = Comparison(runtimes, env.images, settings, hook)
         print(f"network {env.subnet.network} on bridge {env.bridge}; preparing images", flush=True)
-        run_scenarios(run, set(args.scenarios.split(",")))
+        run_scenarios(run, set(args.scenarios.split(",")),
+                      30 if args.quick else args.scale_pods)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -281,7 +286,7 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
     print(f"\n{what}: {out}  ({time.monotonic() - t_start:.0f} s)")
 
 
-def run_scenarios(run: Comparison, wanted: set[str]) -> None:
+def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int) -> None:
     """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
     run.prepare()
     if "1" in wanted:
@@ -297,6 +302,8 @@ def run_scenarios(run: Comparison, wanted: set[str]) -> None:
         if "6" in wanted:
             run.memory()
         run.concurrent_teardown()
+    if "7" in wanted:
+        run_scale(run, scale_pods)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,10 @@ class CriDriver:
         req = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return int(self.runtime.ExecSync(req, timeout=self.timeout).exit_code)
 
+    def pod_status(self, pod_id: str) -> pb.PodSandboxStatusResponse:
+        return self.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id),
+                                             timeout=10)
+
     def container_status(
         self, container_id: str, verbose: bool = False
     ) -> pb.ContainerStatusResponse:

@@ -106,6 +106,11 @@ class RuntimeUnderTest:
         """Take the runtime and everything it runs down; returns what went wrong."""
         raise NotImplementedError
 
+    def restart(self) -> None:
+        """Stop the daemon alone (SIGTERM; pods and containers keep running), start it again
+        and return once it answers Version."""
+        raise NotImplementedError
+
     def daemon_pid(self) -> int | None:
         """The daemon's PID, None for a runtime this run did not start."""
         return None
@@ -188,6 +193,14 @@ class PeapodRuntime(RuntimeUnderTest):
         )
         self.daemon.start(timeout=60, new_session=True)
         self.connect().wait_ready()
+
+    def restart(self) -> None:
+        assert self.daemon is not None
+        if self.driver is not None:
+            self.driver.close()
+        self.daemon.stop()
+        self.daemon.start(timeout=600, new_session=True)
+        self.connect()
 
     def stop(self) -> list[str]:
         problems = self.teardown_pods()
@@ -316,6 +329,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
         certs = self.dir / "certs.d" / self.shared.registry_host
         certs.mkdir(parents=True)
         (certs / "hosts.toml").write_text(self.hosts_toml())
+        self._launch()
+
+    def _launch(self) -> None:
         with open(self.dir / "containerd.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [CONTAINERD, "--config", str(self.dir / "config.toml")],
@@ -330,6 +346,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
                 raise RuntimeError(f"containerd did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         self.connect().wait_ready(timeout=60)
+
+    def restart(self) -> None:
+        assert self.proc is not None
+        if self.driver is not None:
+            self.driver.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.socket.unlink(missing_ok=True)
+        self._launch()
 
     def log_tail(self, lines: int = 40) -> str:
         try:
