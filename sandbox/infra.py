@@ -14,13 +14,19 @@ parent; ``--kill-child`` kills catatonit should unshare die. It runs in its own
 session, so it outlives the daemon, and both are moved into the pod cgroup so
 a service manager stopping the daemon's cgroup does not take the pod with it.
 Containers join the namespace through ``/proc/<pid>/ns/pid``.
+
+unshare is the daemon's child until the daemon exits, so its handle is kept
+here (by pid and start time) for ``stop`` to reap it: a record-built
+``InfraProcess`` carries no handle, and a dropped one would leave an unshare
+zombie until the daemon's next subprocess.
 """
 
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,10 @@ START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 INFRA_LOG = "infra.log"  # in the pod directory; also how recovery finds an unrecorded infra
 
+# unshare processes this daemon started and has not reaped: (pid, start time) -> handle.
+_children: dict[tuple[int, int], subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
 
 @dataclass
 class InfraProcess:
@@ -43,7 +53,6 @@ class InfraProcess:
     start_time: int
     parent_pid: int
     parent_start_time: int
-    _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def pid_ns_path(self) -> Path:
@@ -64,13 +73,15 @@ class InfraProcess:
         """SIGKILL catatonit (which ends the PID namespace) and wait for it; idempotent."""
         if not procs.kill_and_wait(self.pid, self.start_time, timeout):
             raise Internal(f"infra process {self.pid} did not exit within {timeout}s of SIGKILL")
-        # Its parent unshare exits as soon as catatonit is gone.
-        if self._popen is not None:
+        # Its parent unshare exits as soon as catatonit is gone; reap it if it is ours.
+        with _children_lock:
+            popen = _children.pop((self.parent_pid, self.parent_start_time), None)
+        if popen is not None:
             try:
-                self._popen.wait(timeout)
+                popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait(timeout)
+                popen.kill()
+                popen.wait(timeout)
         elif self._parent_running() and not procs.wait_exit(self.parent_pid, timeout):
             procs.kill_and_wait(self.parent_pid, self.parent_start_time, timeout)
 
@@ -134,7 +145,6 @@ def start_infra(
             start_time=_start_time(child),
             parent_pid=popen.pid,
             parent_start_time=_start_time(popen.pid),
-            _popen=popen,
         )
         if cgroup is not None:
             cgroup.add_process(popen.pid)
@@ -143,6 +153,8 @@ def start_infra(
         popen.kill()  # --kill-child takes catatonit with it
         popen.wait()
         raise
+    with _children_lock:
+        _children[(infra.parent_pid, infra.parent_start_time)] = popen
     return infra
 
 

@@ -278,6 +278,27 @@ def test_infra_process_for_pid_pod_only(env: PodEnv) -> None:
     assert env.info(shared_pid)["infraPid"] is None
 
 
+def zombie_children(pid: int) -> list[int]:
+    return [k for k in procs.children(pid) if procs.state(k) == "Z"]
+
+
+def test_stopping_a_pid_pod_leaves_no_zombie_under_the_daemon(env: PodEnv) -> None:
+    assert env.peapod.proc is not None
+    daemon = env.peapod.proc.pid
+    pods = [env.run(env.config("reaped", host_network=host)) for host in (True, False)]
+    parents = [env.info(p)["infra"]["parent_pid"] for p in pods]
+    assert all(procs.comm(p) == "unshare" for p in parents)
+    for pod in pods:
+        env.stop(pod)
+    # The unshare parents exit with catatonit; the daemon reaps them at once, not at its
+    # next subprocess (after the last Stop here it starts none).
+    assert procs.wait_until(lambda: zombie_children(daemon) == [], 1.0, interval=0.02), \
+        zombie_children(daemon)
+    assert all(procs.state(p) is None for p in parents)
+    env.remove(pods[0])
+    assert zombie_children(daemon) == []
+
+
 def test_name_conflict_is_already_exists(env: PodEnv) -> None:
     config = env.config("twin")
     first = env.run(config)
