@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound, PeapodError
-from conmon import crilog, files, procs
+from conmon import crilog, exec_scratch, files, procs
 from conmon.argv import exec_sync_argv, monitor_env
 from conmon.sync_pipe import (
     TIMED_OUT_MESSAGE,
@@ -77,7 +76,7 @@ def exec_sync(
     failure (e.g. the binary does not exist) raises Internal with the
     runtime's message.
     """
-    tmp = tempfile.mkdtemp(prefix="peapod-exec-", dir=work_dir)
+    tmp = exec_scratch.make(work_dir)
     try:
         return _ExecRun(tmp, ctr_id, ctx).run(
             monitor_path, runtime_path, runtime_root, process_spec, timeout_s, max_output,
@@ -93,8 +92,9 @@ class _ExecRun:
     def __init__(self, tmp: str, ctr_id: str, ctx: CallContext | None) -> None:
         self.ctr_id = ctr_id
         self.ctx = ctx
+        self.tmp = tmp
         self.spec_path = os.path.join(tmp, "process.json")
-        self.pidfile = os.path.join(tmp, "pid")
+        self.pidfile = os.path.join(tmp, exec_scratch.PIDFILE)
         self.log_path = os.path.join(tmp, "log")
         self.started_ticks = 0
         self.killed_for_timeout = False
@@ -124,6 +124,7 @@ class _ExecRun:
         )  # fmt: skip
         sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.started_ticks = procs.boot_ticks_now() - 1
+        exec_scratch.mark_started(self.tmp, self.started_ticks)  # for clean-up after a crash
         expires = time.monotonic() + timeout_s if timeout_s else None
         try:
             try:

@@ -43,6 +43,30 @@ def boot_ticks_now() -> int:
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLK_TCK)
 
 
+def ticks_at(wall_time: float) -> int:
+    """The wall-clock time ``wall_time`` (e.g. a file's mtime) in the unit of ``start_ticks``."""
+    boot_wall = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return int((wall_time - boot_wall) * _CLK_TCK)
+
+
+def with_argument_under(directory: str) -> list[int]:
+    """Pids whose command line has an argument naming ``directory`` or a path below it."""
+    top = os.path.abspath(directory).encode()
+    below = top.rstrip(b"/") + b"/"
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a == top or a.startswith(below) for a in argv):
+            found.append(int(entry))
+    return found
+
+
 def is_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     fields = _stat_fields(pid)
@@ -76,13 +100,15 @@ def _signal_pidfd(fd: int, sig: int) -> None:
         signal.pidfd_send_signal(fd, sig)
 
 
-def kill_tree(root: int, *, not_before_ticks: int | None = None) -> list[int]:
+def kill_tree(
+    root: int, *, not_before_ticks: int | None = None, not_after_ticks: int | None = None
+) -> list[int]:
     """SIGKILL ``root`` and every descendant; return the pids signalled.
 
     The tree is first frozen with SIGSTOP (repeatedly, until no new child
     appears) so that nothing can fork or be re-parented away while it is
-    killed. ``not_before_ticks`` guards against a recycled ``root`` pid: a
-    process that started earlier is left alone.
+    killed. ``not_before_ticks`` and ``not_after_ticks`` guard against a
+    recycled ``root`` pid: a process that started outside them is left alone.
     """
     pidfds: dict[int, int] = {}
     try:
@@ -91,7 +117,8 @@ def kill_tree(root: int, *, not_before_ticks: int | None = None) -> list[int]:
         except ProcessLookupError:
             return []
         started = start_ticks(root)
-        if started is None or (not_before_ticks is not None and started < not_before_ticks):
+        if (started is None or (not_before_ticks is not None and started < not_before_ticks)
+                or (not_after_ticks is not None and started > not_after_ticks)):
             os.close(fd)
             return []
         pidfds[root] = fd

@@ -1,11 +1,13 @@
 """Loading the containers back after a daemon restart.
 
-Containers and their conmon monitors outlive the daemon. At start-up every
-record is read back: a container the daemon died while creating is torn down
-(or, if that fails, shown exited with CreateError so the kubelet removes it);
-a created or running one is checked against its monitor and process by pid and
-start time, exits written while the daemon was down are recorded, and a start
-the daemon died in is settled by asking the runtime. Then exits are watched.
+Containers and their conmon monitors outlive the daemon. At start-up what
+ExecSyncs interrupted by the daemon's death left (conmon, the exec'd process,
+scratch files) is killed and deleted. Then every record is read back: a
+container the daemon died while creating is torn down (or, if that fails,
+shown exited with CreateError so the kubelet removes it); a created or running
+one is checked against its monitor and process by pid and start time, exits
+written while the daemon was down are recorded, and a start the daemon died in
+is settled by asking the runtime. Then exits are watched.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from dataclasses import replace
 
 from base.errors import PeapodError
+from conmon import exec_scratch
 from oci.container import runtime_cli
 from oci.container.create import UNKNOWN_EXIT
 from oci.container.manager import ContainerManager, alive
@@ -26,6 +29,7 @@ log = logging.getLogger("peapod.containers")
 def recover_containers(mgr: ContainerManager) -> None:
     """Load the records, settle what changed while the daemon was down, watch exits."""
     mgr.make_dirs()
+    exec_scratch.clean_leftovers(str(mgr.settings.exec_dir))  # no ExecSync is in flight yet
     for ctr_id, problem in mgr.store.load():
         log.error("dropping an unreadable container record", extra={"container": ctr_id,
                                                                    "error": problem})

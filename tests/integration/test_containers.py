@@ -728,6 +728,53 @@ def test_restart_cleans_up_a_half_created_container(env: Env, busybox: str) -> N
     assert not [m for m in env.mounts() if "/containers/" in m]
 
 
+def test_restart_kills_interrupted_exec_syncs_and_empties_the_exec_dir(
+    env: Env, busybox: str
+) -> None:
+    pod = env.pod()
+    ctr = env.run(pod, busybox, ["sleep", "1000"])
+    exec_dir = env.peapod.runroot / "exec"
+    ended: list[grpc.RpcError] = []
+
+    def call(cmd: list[str]) -> None:
+        try:
+            env.exec(ctr, cmd, timeout=60)
+        except grpc.RpcError as exc:
+            ended.append(exc)
+
+    # One exec with a descendant in its own session; one whose conmon dies while the
+    # daemon is down (as when its -T backstop fires: conmon 2.1.6 then kills only the
+    # process group), leaving the command an orphan named only by the exec's pidfile.
+    callers = [threading.Thread(target=call, args=(cmd,))
+               for cmd in (["sh", "-c", "setsid sleep 31 & sleep 30; true"], ["sleep", "30"])]
+    for caller in callers:
+        caller.start()
+    wait_for(lambda: len(list(exec_dir.glob("*/pid"))) == 2, what="both execs to start")
+    scratch = {d: int((d / "pid").read_text()) for d in exec_dir.iterdir()}
+    env.peapod.stop(signal.SIGKILL)
+    for caller in callers:
+        caller.join(10)
+    assert len(ended) == 2
+    monitors = {d: procs.with_argument_under(str(d)) for d in scratch}
+    assert sorted(len(m) for m in monitors.values()) == [1, 1]
+    left = [p for pid in scratch.values() for p in [pid, *procs.descendants(pid)]]
+    comms = sorted(Path(f"/proc/{p}/comm").read_text().strip() for p in left)
+    assert comms == ["sh", "sleep", "sleep", "sleep"]  # sh with both sleeps; the lone one
+    started = {pid: procs.start_ticks(pid) for pid in left}
+    orphaned = next(d for d, pid in scratch.items()
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep")
+    os.kill(monitors[orphaned][0], signal.SIGKILL)
+    wait_for(lambda: not procs.is_alive(monitors[orphaned][0]), what="conmon to die")
+    assert procs.is_alive(scratch[orphaned])
+
+    env.peapod.start()
+    assert list(exec_dir.iterdir()) == []
+    assert [p for d in scratch for p in procs.with_argument_under(str(d))] == []
+    for pid, start in started.items():
+        assert not procs.is_alive(pid) or procs.start_ticks(pid) != start, pid
+    assert env.sh(ctr, "ps -o args | grep -c '^sleep 3' || true").strip() == "0"
+
+
 # ---- updates and logs ---------------------------------------------------------------
 
 
