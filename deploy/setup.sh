@@ -57,6 +57,11 @@ fi
 extras=""
 [ "$mode" = test ] && extras="[test]"
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+# The CRI clients the tests drive (crictl, critest, kubelet), built once per pinned version.
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
+  export PEAPOD_CLIENTS_DIR="${PEAPOD_CLIENTS_DIR:-$here/.cache/clients}"
+  deploy/build-clients.sh
+fi
 
 # Default configuration, only where the host has none.
 install -d -m 0755 /etc/peapod /etc/peapod/peapod.yaml.d
