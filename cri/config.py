@@ -69,8 +69,9 @@ class RuntimeHandlerConfig:
     )
     create_timeout: float = _opt(
         240.0,
-        "Seconds conmon and the runtime may take to create a container (the caller's deadline "
-        "applies too).",
+        "Seconds CreateContainer may spend creating a container of this handler (image, "
+        "rootfs, config.json, conmon and the runtime). Creation goes on past the caller's "
+        "deadline; a container created late is kept for the kubelet's retry (kept_for_retry).",
     )
 
 
@@ -176,7 +177,7 @@ class SandboxConfig:
     create_timeout: float = _opt(
         240.0,
         "Seconds RunPodSandbox may spend building a pod. Building goes on past the caller's "
-        "deadline; a pod finished late is kept and handed to the kubelet's retry.",
+        "deadline; a pod finished late is kept for the kubelet's retry (kept_for_retry).",
     )
 
 
@@ -205,6 +206,13 @@ class Config:
     )
     shutdown_grace: float = _opt(
         30.0, "Seconds in-flight RPCs may take to finish after SIGTERM/SIGINT."
+    )
+    kept_for_retry: float = _opt(
+        300.0,
+        "Seconds a pod sandbox or container finished after its RunPodSandbox or "
+        "CreateContainer caller's deadline is kept, hidden from List calls, for the kubelet's "
+        "retry with the same name and attempt, which receives it. Unclaimed by then, it is "
+        "removed (its id never reached the kubelet).",
     )
     metrics: MetricsConfig = _section(MetricsConfig, "Prometheus metrics endpoint.")
     image: ImageConfig = _section(ImageConfig, "Image pulls and the image store.")
@@ -242,6 +250,7 @@ MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
     (Config, "grpc_max_message_bytes"): (1, False),
     (Config, "grpc_workers"): (1, False),
     (Config, "shutdown_grace"): (0, False),
+    (Config, "kept_for_retry"): (0, True),
     (ImageConfig, "max_parallel_downloads"): (1, False),
     (ImageConfig, "registry_timeout"): (0, True),
     (RuntimeConfig, "pids_limit"): (0, False),

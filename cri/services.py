@@ -101,7 +101,7 @@ def pod_manager(
         create_timeout=config.sandbox.create_timeout,
         teardown_timeout=max(net.plugin_timeout * 2, 30.0),
     )
-    return PodManager(settings, SandboxStore(db), network)
+    return PodManager(settings, SandboxStore(db), network, keep_for=config.kept_for_retry)
 
 
 def runtime_handlers(config: Config) -> RuntimeHandlers:
@@ -168,5 +168,6 @@ def container_manager(
         pids_limit=config.runtime.pids_limit,
     )
     return ContainerManager(
-        container_settings(config), ContainerStore(db), handlers, images, facts, pods, observer
+        container_settings(config), ContainerStore(db), handlers, images, facts, pods, observer,
+        keep_for=config.kept_for_retry,
     )

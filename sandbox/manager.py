@@ -12,6 +12,13 @@ files and cgroup stay until Remove. A DEL that fails is retried in the
 background with backoff, and Remove refuses to unpin the network namespace
 until DEL has succeeded (Debian's bridge plugin can only drop its masquerade
 rules while the namespace exists).
+
+Kubelet retries (the idea of CRI-O's resourcestore, ``base.pending``): a build
+runs on its own thread within ``create_timeout``, not the caller's deadline. A
+pod finished after its caller gave up is kept, hidden from List, for
+``keep_for`` seconds and handed to the retry with the same name (metadata and
+attempt). Unclaimed, it is removed: its id never reached the kubelet, so
+nothing can be using it, and the kubelet's next attempt builds a new one.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from base.cancel import CallContext
-from base.errors import DeadlineExceeded, Internal, NotFound, PeapodError
+from base.errors import DeadlineExceeded, NotFound, PeapodError
+from base.pending import PendingResults
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
 from sandbox.infra import InfraProcess
 from sandbox.network import PodNetwork
@@ -39,6 +47,9 @@ from sandbox.teardown import release_local, stop_infra
 log = logging.getLogger("peapod.sandbox")
 
 LOCK_POLL = 0.5
+KEEP_FOR = 300.0  # seconds a pod finished after its caller's deadline waits for the retry
+MAX_KEPT = 64  # pods kept that way at most; beyond, the oldest is removed
+SHUTDOWN_WAIT = 10.0  # how long close() waits for cancelled builds to roll back
 PROBE_LOCK_WAIT = 0.2  # the liveness probe skips a pod busy for longer (next round)
 
 
@@ -68,6 +79,7 @@ class PodManager:
     def __init__(
         self, settings: PodSettings, store: SandboxStore, network: PodNetwork,
         containers: PodContainers | None = None,
+        keep_for: float = KEEP_FOR,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +89,9 @@ class PodManager:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._retrier = BackgroundRetrier(self._retry_teardown, name="cni-del-retry")
+        self._late: PendingResults[str] = PendingResults(
+            "pod-builds", keep_for, MAX_KEPT, self._discard_late
+        )
 
     # ---- locks ----------------------------------------------------------
     @contextmanager
@@ -122,7 +137,8 @@ class PodManager:
         return rec
 
     def list(self, flt: SandboxFilter | None = None) -> list[SandboxRecord]:
-        return self.store.list(flt)
+        """The pods matching ``flt``, but none built for a caller that has not had it yet."""
+        return [r for r in self.store.list(flt) if not self._late.holds(r.name)]
 
     def network_ready(self) -> tuple[bool, str, str]:
         """(ready, reason, message) of the NetworkReady condition."""
@@ -130,30 +146,38 @@ class PodManager:
 
     # ---- RunPodSandbox --------------------------------------------------
     def run(self, config: PodConfig, runtime_handler: str, ctx: CallContext) -> SandboxRecord:
-        """Create and start a pod sandbox; see the module doc and sandbox.build."""
+        """Create and start a pod sandbox; see the module doc and sandbox.build.
+
+        The build runs on its own thread within ``create_timeout`` and goes on if
+        the caller's deadline passes first; the kubelet's retry (same metadata,
+        hence the same name) then receives that pod (``base.pending``).
+        """
+        name = config.metadata.sandbox_name()
+        pod_id = self._late.run(
+            name, lambda work_ctx: self._build(config, runtime_handler, work_ctx),
+            self.settings.create_timeout, ctx, admit=lambda: self._names.check(name),
+            what=f"creation of pod sandbox {name}",
+        )
+        rec = self.store.get(pod_id)
+        if rec is None:
+            raise NotFound(f"pod sandbox {pod_id} ({name}) was removed before it was handed over")
+        return rec
+
+    def _build(self, config: PodConfig, runtime_handler: str, ctx: CallContext) -> str:
+        """Build one pod under the work's own context; returns its id."""
         name = config.metadata.sandbox_name()
         pod_id = secrets.token_hex(32)
-        handed = self._names.acquire(name, pod_id, ctx)
-        if handed is not None:
-            rec = self.store.get(handed)
-            if rec is None:
-                raise Internal(f"pod {handed} reserved for {name} has no record")
-            log.info("handing a pod finished late to the retry", extra={"pod": handed})
-            return rec
+        self._names.acquire(name, pod_id)
         try:
             network = None if config.host_network else self.network.wait_ready(ctx)
-            build_ctx = CallContext.with_timeout(
-                self.settings.create_timeout, f"creation of pod sandbox {name}"
-            )
             rec = new_record(self.settings, pod_id, config, runtime_handler)
             with self.lock(pod_id):
                 try:
                     rec = PodBuild(self.settings, self.store, self.network, rec, config).run(
-                        network, build_ctx
+                        network, ctx
                     )
                 except KeptPod as kept:
                     self.store.publish(kept.record)
-                    self._names.finish(name, pod_id, parked=False)
                     self._retrier.schedule(pod_id)
                     raise kept.error from None
         except BaseException:
@@ -161,18 +185,15 @@ class PodManager:
                 self._names.release(name, pod_id)
                 self._drop_lock(pod_id)
             raise
-        left = ctx.remaining()
-        parked = ctx.cancelled or (left is not None and left <= 0)
-        self._names.finish(name, pod_id, parked)
-        if parked:
-            log.info("pod finished after its caller gave up; kept for the retry",
-                     extra={"pod": pod_id, "pod_name": name})
-            raise DeadlineExceeded(
-                f"pod sandbox {name} ({pod_id}) was created after the caller's deadline; "
-                "a retry of RunPodSandbox with the same metadata returns it"
-            )
         log.info("pod sandbox ready", extra={"pod": pod_id, "pod_name": name, "ips": rec.ips})
-        return rec
+        return pod_id
+
+    def _discard_late(self, name: str, pod_id: str) -> None:
+        """Remove a pod finished after its caller's deadline that no retry claimed."""
+        log.warning("removing a pod finished after its caller's deadline that no retry "
+                    "claimed", extra={"pod": pod_id, "pod_name": name})
+        self.remove(pod_id, CallContext.with_timeout(
+            self.settings.teardown_timeout, f"removal of unclaimed pod sandbox {name}"))
 
     # ---- StopPodSandbox -------------------------------------------------
     def stop(self, id_or_prefix: str, ctx: CallContext) -> None:
@@ -312,5 +333,10 @@ class PodManager:
             self._retrier.schedule(rec.id, delay=0)
 
     def close(self) -> None:
-        """Stop the background retries (pending DELs resume at the next start)."""
+        """Cancel builds whose caller left, stop the background retries.
+
+        Pending DELs resume at the next start; pods kept for a retry stay, and
+        after the restart they are ordinary pods (listed, reserved by name).
+        """
+        self._late.close(SHUTDOWN_WAIT)
         self._retrier.close()

@@ -10,6 +10,10 @@ conmon is the monitor: nothing of peapod runs per container, and conmon (in its
 own session, in the pod's cgroup) outlives the daemon. At start-up ``oci.container.recover``
 reloads the records, checks monitors and processes by pid and start time, and
 records exits that happened while the daemon was down.
+
+CreateContainer runs on its own thread and outlives its caller's deadline; a
+container created late is hidden from List and kept for the kubelet's retry,
+which receives it, and removed if none comes (see ``sandbox.manager``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from base.cancel import CallContext
-from base.errors import FailedPrecondition, Internal, NotFound, PeapodError
+from base.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, PeapodError
+from base.pending import PendingResults
 from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_symlink_path
@@ -40,6 +45,7 @@ from oci.container.create import (
     ContainerBuild,
     CreateRequest,
     PodView,
+    container_name,
     signal_number,
 )
 from oci.container.exit_watcher import ExitWatcher
@@ -70,6 +76,9 @@ KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
 MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
 _POLL = 0.1
 MONITOR_GONE = "container monitor and process disappeared"
+KEEP_FOR = 300.0  # seconds a container created after its caller's deadline waits for the retry
+MAX_KEPT = 64  # containers kept that way at most; beyond, the oldest is removed
+SHUTDOWN_WAIT = 10.0  # how long close() waits for cancelled creations to roll back
 
 
 class PodLookup(Protocol):
@@ -172,6 +181,7 @@ class ContainerManager:
         facts: DaemonFacts,
         pods: PodLookup | None = None,
         observer: ContainerObserver | None = None,
+        keep_for: float = KEEP_FOR,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -186,6 +196,9 @@ class ContainerManager:
         self._specs: dict[str, dict[str, Any]] = {}
         self._orphans: set[str] = set()  # running without conmon, already reported
         self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
+        self._late: PendingResults[str] = PendingResults(
+            "container-creates", keep_for, MAX_KEPT, self._discard_late
+        )
 
     def runtime_for(self, rec: ContainerRecord) -> RuntimeHandler:
         """The runtime and monitor that operate an existing container.
@@ -217,7 +230,12 @@ class ContainerManager:
         self._watcher.start()
 
     def close(self) -> None:
-        """Stop watching exits (containers and their monitors keep running)."""
+        """Cancel creations whose caller left; stop watching exits.
+
+        Containers and their monitors keep running; those kept for a retry stay,
+        and after the restart they are ordinary containers.
+        """
+        self._late.close(SHUTDOWN_WAIT)
         self._watcher.close()
 
     # ---- exits ---------------------------------------------------------------
@@ -372,19 +390,53 @@ class ContainerManager:
 
     # ---- create / start ----------------------------------------------------
     def create(self, req: CreateRequest, ctx: CallContext) -> ContainerRecord:
-        """Create (not start) a container in a ready pod; see oci.container.create."""
+        """Create (not start) a container in a ready pod; see oci.container.create.
+
+        The creation runs on its own thread within the pod's runtime handler's
+        ``create_timeout`` and goes on if the caller's deadline passes first; the
+        kubelet's retry (same name and attempt) then receives it (``base.pending``).
+        """
         if self.pods is None:
             raise Internal("the pod sandbox manager is not wired to the containers")
         pod = self.pods.get(req.pod_id)
-        with self.pods.lock(pod.id, ctx):
-            pod = self.pods.get(pod.id)
+        name = container_name(pod, req.container.name, req.attempt)
+        timeout = self.handlers.get(pod.runtime_handler).create_timeout
+        ctr_id = self._late.run(
+            name, lambda work_ctx: self._build(req, pod.id, work_ctx), timeout, ctx,
+            admit=lambda: self._refuse_taken(name), what=f"creation of container {name}",
+        )
+        rec = self.store.get(ctr_id)
+        if rec is None:
+            raise NotFound(f"container {ctr_id} ({name}) was removed before it was handed over")
+        return rec
+
+    def _build(self, req: CreateRequest, pod_id: str, ctx: CallContext) -> str:
+        """Create one container under the work's own context; returns its id."""
+        assert self.pods is not None
+        with self.pods.lock(pod_id, ctx):
+            pod = self.pods.get(pod_id)
             rec = ContainerBuild(self, pod, req).run(ctx)
         log.info("container created", extra={"container": rec.id, "container_name": rec.name,
                                              "pod": rec.sandbox_id})
         # An exit that came while the record was still "creating" was left for us.
         if self.read_exit(rec) is not None:
             self.record_exit(rec.id)
-        return rec
+        return rec.id
+
+    def _refuse_taken(self, name: str) -> None:
+        """AlreadyExists if a container (not one pending for a retry) has ``name``."""
+        for rec in self.store.all():
+            if rec.name == name:
+                raise AlreadyExists(
+                    f"container name {name} is already in use by container {rec.id}; "
+                    "remove that container first"
+                )
+
+    def _discard_late(self, name: str, ctr_id: str) -> None:
+        """Remove a container created after its caller's deadline that no retry claimed."""
+        log.warning("removing a container created after its caller's deadline that no retry "
+                    "claimed", extra={"container": ctr_id, "container_name": name})
+        self.remove(ctr_id, None)
 
     def start(self, id_or_prefix: str, ctx: CallContext) -> None:
         """Run a created container's process."""
@@ -540,7 +592,8 @@ class ContainerManager:
         return self.store.find(id_or_prefix)
 
     def list(self, flt: ContainerFilter | None = None) -> list[ContainerRecord]:
-        records = self.store.visible()
+        """The containers matching ``flt``, but none created for a caller that has not had it."""
+        records = [r for r in self.store.visible() if not self._late.holds(r.name)]
         if flt is not None:
             records = [r for r in records if flt.matches(r)]
         return records

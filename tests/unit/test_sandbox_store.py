@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from base.cancel import CallContext
 from base.db import Database
-from base.errors import AlreadyExists, DeadlineExceeded, InvalidArgument
+from base.errors import AlreadyExists, InvalidArgument
 from sandbox.pod_config import PodMetadata
 from sandbox.record import NOTREADY, READY, SandboxRecord
 from sandbox.reservations import NameReservations
@@ -128,44 +127,24 @@ def test_undo_discard() -> None:
 
 def test_reservations_conflict_and_release() -> None:
     names = NameReservations()
-    ctx = CallContext.with_timeout(5)
-    assert names.acquire("pod", "id1", ctx) is None
-    names.finish("pod", "id1", parked=False)
+    names.acquire("pod", "id1")
     with pytest.raises(AlreadyExists, match="already reserved for pod id1"):
-        names.acquire("pod", "id2", ctx)
+        names.acquire("pod", "id2")
+    with pytest.raises(AlreadyExists, match="already reserved for pod id1"):
+        names.check("pod")
     names.release("pod", "other")  # not its holder: no effect
     assert names.reserved("pod") == "id1"
     names.release("pod", "id1")
-    assert names.acquire("pod", "id2", ctx) is None
+    names.check("pod")
+    names.acquire("pod", "id2")
+    assert names.reserved("pod") == "id2"
 
 
-def test_retry_waits_for_an_in_flight_build_and_takes_a_parked_pod() -> None:
+def test_restored_names_are_reserved() -> None:
     names = NameReservations()
-    assert names.acquire("pod", "first", CallContext.with_timeout(5)) is None
-    got: list[object] = []
-
-    def retry() -> None:
-        got.append(names.acquire("pod", "second", CallContext.with_timeout(5)))
-
-    t = threading.Thread(target=retry)
-    t.start()
-    time.sleep(0.1)
-    assert t.is_alive()  # waiting for the first build
-    names.finish("pod", "first", parked=True)
-    t.join(5)
-    assert got == ["first"]
-    with pytest.raises(AlreadyExists):  # handed over once only
-        names.acquire("pod", "third", CallContext.with_timeout(5))
-
-
-def test_retry_builds_itself_when_the_first_failed_and_times_out_while_waiting() -> None:
-    names = NameReservations()
-    names.acquire("pod", "first", CallContext.with_timeout(5))
-    with pytest.raises(DeadlineExceeded, match="still being created"):
-        names.acquire("pod", "second", CallContext.with_timeout(0.2))
-    threading.Timer(0.1, names.release, ("pod", "first")).start()
-    assert names.acquire("pod", "second", CallContext.with_timeout(5)) is None
-    assert names.reserved("pod") == "second"
+    names.restore("pod", "old")
+    with pytest.raises(AlreadyExists, match="old"):
+        names.acquire("pod", "new")
 
 
 def test_background_retrier_backs_off_until_done() -> None:
