@@ -20,6 +20,9 @@ START_PIPE_ENV = "_OCI_STARTPIPE"
 # conmon reopens (truncates) the log when a write would pass the limit; below
 # one read buffer (8192 bytes) a single chunk could never be written.
 MIN_LOG_SIZE_MAX = 8192
+# conmon parses -T as a C int; requests get less, for the backstop peapod adds.
+C_INT_MAX = 2**31 - 1
+MAX_EXEC_TIMEOUT = C_INT_MAX - 60
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,8 @@ def exec_sync_argv(
         "--no-sync-log",
     ]  # fmt: skip
     if timeout_s:
-        if timeout_s < 0:
-            raise InvalidArgument(f"exec timeout {timeout_s}s is negative")
+        if not 0 < timeout_s <= C_INT_MAX:
+            raise InvalidArgument(f"exec timeout {timeout_s}s is outside 1-{C_INT_MAX} seconds")
         argv += ["-T", str(timeout_s)]
     return argv
 

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from base.errors import InvalidArgument
+from base.text import shorten
 from cni.capabilities import PortMapping
 from sandbox.pod_files import DnsConfig
 
@@ -24,7 +25,13 @@ NODE = "NODE"
 INGRESS_BANDWIDTH = "kubernetes.io/ingress-bandwidth"
 EGRESS_BANDWIDTH = "kubernetes.io/egress-bandwidth"
 
-_QUANTITY = re.compile(r"^([+]?[0-9]+(?:\.[0-9]*)?|[+]?\.[0-9]+)([a-zA-Z]*|[eE][+-]?[0-9]+)$")
+# A Kubernetes quantity: number, then a binary or decimal SI suffix or an exponent.
+_QUANTITY = re.compile(r"([+]?[0-9]+(?:\.[0-9]*)?|[+]?\.[0-9]+)([a-zA-Z]*|[eE][+-]?[0-9]+)")
+_MAX_QUANTITY_LEN = 64
+_MAX_EXPONENT = 30
+# The kubelet's bounds on a bandwidth annotation (bit/s).
+MIN_BANDWIDTH = 1000
+MAX_BANDWIDTH = 10**15
 _SUFFIXES = {
     "": Decimal(1),
     "m": Decimal("0.001"),
@@ -95,19 +102,25 @@ class PodConfig:
 
 
 def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource quantity ("10M", "1Gi", "500k", "1e6") as a number."""
-    match = _QUANTITY.fullmatch(text.strip())
+    """A Kubernetes resource quantity ("10M", "1Gi", "500k", "1e6") as a number.
+
+    ValueError (with the text shortened) for anything else, exponents past 1e30 included.
+    """
+    match = _QUANTITY.fullmatch(text) if len(text) <= _MAX_QUANTITY_LEN else None
     if match is None:
-        raise ValueError(f"{text!r} is not a quantity")
+        raise ValueError(f"{shorten(text)} is not a quantity such as 10M or 1Gi")
     number, suffix = match.groups()
     try:
         value = Decimal(number)
     except InvalidOperation:
-        raise ValueError(f"{text!r} is not a quantity") from None
+        raise ValueError(f"{shorten(text)} is not a quantity") from None
     if suffix[:1] in ("e", "E") and suffix[1:].lstrip("+-").isdigit():
-        return value * Decimal(10) ** int(suffix[1:])
+        exponent = int(suffix[1:])
+        if abs(exponent) > _MAX_EXPONENT:
+            raise ValueError(f"{shorten(text)} is out of range")
+        return value * Decimal(10) ** exponent
     if suffix not in _SUFFIXES:
-        raise ValueError(f"{text!r} has an unknown suffix {suffix!r}")
+        raise ValueError(f"{shorten(text)} has an unknown suffix {shorten(suffix)}")
     return value * _SUFFIXES[suffix]
 
 
@@ -119,6 +132,9 @@ def _rate(annotations: Mapping[str, str], key: str) -> int | None:
         value = parse_quantity(text)
     except ValueError as exc:
         raise InvalidArgument(f"pod annotation {key}: {exc}") from None
-    if value < 1:
-        raise InvalidArgument(f"pod annotation {key}={text!r} must be at least 1 bit/s")
+    if not MIN_BANDWIDTH <= value <= MAX_BANDWIDTH:
+        raise InvalidArgument(
+            f"pod annotation {key}={shorten(text)} is outside 1k-1P bit/s, the kubelet's "
+            "bounds for a bandwidth limit"
+        )
     return int(value.to_integral_value(rounding="ROUND_CEILING"))

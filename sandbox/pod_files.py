@@ -7,7 +7,6 @@ into place, so a reader sees the old or the new content, never a mix.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from base.errors import InvalidArgument
+from base.netaddr import ip_address
+from base.text import shorten
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
@@ -25,6 +26,10 @@ HOST_HOSTS = Path("/etc/hosts")
 # The kubelet's limits on a pod's DNS search list.
 MAX_SEARCH_DOMAINS = 32
 MAX_SEARCH_CHARS = 2048
+# glibc reads at most three nameservers (MAXNS) and the kubelet sends no more.
+MAX_SERVERS = 3
+MAX_OPTIONS = 32
+MAX_OPTION_LEN = 64
 # The kernel's limit on a UTS hostname (__NEW_UTS_LEN).
 MAX_HOSTNAME_LEN = 64
 
@@ -68,10 +73,12 @@ def atomic_write(path: Path, content: str, mode: int = 0o644) -> None:
 def validate_hostname(hostname: str) -> None:
     """Reject hostnames the kernel or resolvers cannot take."""
     if len(hostname.encode()) > MAX_HOSTNAME_LEN:
-        raise InvalidArgument(f"hostname {hostname!r} is longer than {MAX_HOSTNAME_LEN} bytes")
+        raise InvalidArgument(
+            f"hostname {shorten(hostname)} is longer than {MAX_HOSTNAME_LEN} bytes"
+        )
     if not _HOSTNAME.fullmatch(hostname):
         raise InvalidArgument(
-            f"hostname {hostname!r} is not valid: use letters, digits, '-', '.' and '_', "
+            f"hostname {shorten(hostname)} is not valid: use letters, digits, '-', '.' and '_', "
             "starting and ending with a letter or digit"
         )
 
@@ -80,17 +87,20 @@ def _check_search(domain: str) -> None:
     name = domain[:-1] if domain.endswith(".") else domain
     labels = name.split(".")
     if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(lb) for lb in labels):
-        raise InvalidArgument(f"DNS search domain {domain!r} is not a valid domain name")
+        raise InvalidArgument(f"DNS search domain {shorten(domain)} is not a valid domain name")
 
 
 def render_resolv_conf(dns: DnsConfig) -> str:
     """resolv.conf text for a DNS config; InvalidArgument on bad input."""
     lines = []
+    if len(dns.servers) > MAX_SERVERS:
+        raise InvalidArgument(
+            f"{len(dns.servers)} DNS servers given; at most {MAX_SERVERS} are used"
+        )
     for server in dns.servers:
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            raise InvalidArgument(f"DNS server {server!r} is not an IP address") from None
+        # A zone names the interface of a link-local server (fe80::1%eth0); checked,
+        # since Python takes anything after '%', newlines included.
+        ip_address(server, "DNS server", zone=True)
         lines.append(f"nameserver {server}")
     if len(dns.searches) > MAX_SEARCH_DOMAINS:
         raise InvalidArgument(
@@ -105,9 +115,11 @@ def render_resolv_conf(dns: DnsConfig) -> str:
                 f"DNS search list is {len(search)} characters; at most {MAX_SEARCH_CHARS} allowed"
             )
         lines.append(f"search {search}")
+    if len(dns.options) > MAX_OPTIONS:
+        raise InvalidArgument(f"{len(dns.options)} DNS options given; at most {MAX_OPTIONS}")
     for option in dns.options:
-        if not _OPTION.fullmatch(option):
-            raise InvalidArgument(f"DNS option {option!r} is not valid")
+        if len(option) > MAX_OPTION_LEN or not _OPTION.fullmatch(option):
+            raise InvalidArgument(f"DNS option {shorten(option)} is not valid")
     if dns.options:
         lines.append("options " + " ".join(dns.options))
     return "".join(line + "\n" for line in lines)
@@ -128,10 +140,7 @@ def render_hosts(hostname: str, ips: Sequence[str] = ()) -> str:
     validate_hostname(hostname)
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     for ip in ips:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            raise InvalidArgument(f"pod IP {ip!r} is not an IP address") from None
+        addr = ip_address(ip, "pod IP")
         lines.append(f"{addr}\t{hostname}")
     return "".join(line + "\n" for line in lines)
 

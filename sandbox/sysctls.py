@@ -16,6 +16,7 @@ from pathlib import Path
 
 from base.cancel import CallContext
 from base.errors import Internal, InvalidArgument
+from base.text import control_char, shorten
 from sandbox.tools import find_tool, run_tool
 
 PROC_SYS = Path("/proc/sys")
@@ -26,6 +27,9 @@ IPC = "ipc"
 _IPC_PREFIXES = ("kernel.shm", "kernel.msg", "fs.mqueue.")
 _IPC_EXACT = frozenset({"kernel.sem"})
 _COMPONENT = re.compile(r"^[A-Za-z0-9_:@+-][A-Za-z0-9_.:@+-]*$")
+# A /proc/sys write takes at most a page; names are paths under /proc/sys.
+MAX_VALUE_BYTES = 4096
+MAX_NAME_LEN = 255
 
 # Exit status and stderr marker the setup script uses to name a failed sysctl.
 FAILED_MARKER = "peapod-sysctl-failed "
@@ -66,15 +70,18 @@ def _swap(name: str) -> str:
 
 def parse_name(name: str) -> tuple[str, str]:
     """Return (dotted name, path relative to /proc/sys) for either naming form."""
-    if not name or name != name.strip():
-        raise InvalidArgument(f"sysctl name {name!r} is empty or has surrounding whitespace")
+    if not name or name != name.strip() or len(name) > MAX_NAME_LEN:
+        raise InvalidArgument(
+            f"sysctl name {shorten(name)} is empty, longer than {MAX_NAME_LEN} characters "
+            "or has surrounding whitespace"
+        )
     first_dot, first_slash = name.find("."), name.find("/")
     slash_form = first_slash != -1 and (first_dot == -1 or first_slash < first_dot)
     path = name if slash_form else _swap(name)
     dotted = _swap(name) if slash_form else name
     for part in path.split("/"):
         if part in ("", ".", "..") or not _COMPONENT.fullmatch(part):
-            raise InvalidArgument(f"sysctl name {name!r} is not a valid sysctl name")
+            raise InvalidArgument(f"sysctl name {shorten(name)} is not a valid sysctl name")
     return dotted, path
 
 
@@ -117,8 +124,17 @@ def validate(
             )
         if not (proc_sys / path).is_file():
             raise InvalidArgument(f"sysctl {name} does not exist (no {proc_sys / path})")
-        if "\n" in value or "\0" in value:
-            raise InvalidArgument(f"sysctl {name} has a value with a newline or NUL byte")
+        if len(value.encode()) > MAX_VALUE_BYTES:
+            raise InvalidArgument(
+                f"sysctl {name} has a value of {len(value.encode())} bytes; the kernel takes "
+                f"at most {MAX_VALUE_BYTES}"
+            )
+        bad = control_char(value.replace("\t", ""))  # tabs separate some values' fields
+        if bad is not None:
+            raise InvalidArgument(
+                f"sysctl {name} value {shorten(value)} holds a control character ({bad!r}: a "
+                "newline, NUL or the like)"
+            )
         result.append(Sysctl(dotted, path, value, ns))
     return result
 

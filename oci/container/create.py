@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from base.cancel import CallContext
 from base.errors import FailedPrecondition, InvalidArgument, NotFound, PeapodError
+from base.text import check_path, shorten
 from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
@@ -35,6 +36,7 @@ from oci.container import rootfs
 from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container.runtimes import RuntimeHandler
 from oci.image.store import ImageRecord
+from oci.spec.executable import check_executable
 from oci.spec.generate import generate_spec
 from oci.spec.inputs import (
     ContainerRequest,
@@ -126,10 +128,35 @@ def image_ref(image: ImageRecord, requested: str) -> str:
     return image.repo_digests[0] if image.repo_digests else image.id
 
 
+def check_log_path(relative: str) -> str:
+    """A request's log_path: a file path relative to the pod's log directory, inside it.
+
+    The CRI defines it relative to ``log_directory``; an absolute path or one with ".."
+    would put a file the daemon creates anywhere on the node.
+    """
+    if not relative:
+        return relative
+    check_path(relative, "log_path", absolute=False)
+    parts = relative.split("/")
+    if relative.startswith("/") or ".." in parts or parts[-1] in ("", "."):
+        raise InvalidArgument(
+            f"log_path {shorten(relative)} must name a file relative to the pod's "
+            "log_directory, without '..' (such as name/0.log)"
+        )
+    return relative
+
+
 def log_file(pod: PodView, relative: str, storage_dir: Path) -> str:
     """The container's CRI log: under the pod's log directory, else in its own storage."""
     if pod.log_directory and relative:
-        return os.path.join(pod.log_directory, relative)
+        check_log_path(relative)
+        directory = os.path.normpath(pod.log_directory)
+        path = os.path.normpath(os.path.join(directory, relative))
+        if not path.startswith(directory.rstrip("/") + "/"):
+            raise InvalidArgument(
+                f"log_path {shorten(relative)} leads outside the pod's log_directory"
+            )
+        return path
     return str(storage_dir / "container.log")
 
 
@@ -181,7 +208,7 @@ class ContainerBuild:
         image = mgr.images.status(req.image)
         if image is None:
             raise NotFound(
-                f"image {req.image!r} is not present on this node; pull it first",
+                f"image {shorten(req.image)} is not present on this node; pull it first",
                 reason="IMAGE_NOT_FOUND",
             )
         ctr_id = secrets.token_hex(32)
@@ -260,6 +287,7 @@ class ContainerBuild:
             rec.rootfs,
             target_pidns_path=self._target_pidns(request),
         )
+        check_executable(spec, rec.rootfs)
         with open(rec.config_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
         os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)

@@ -18,12 +18,16 @@ import re
 from dataclasses import dataclass, replace
 
 from base.errors import InvalidArgument
+from base.text import shorten
 
 DOCKER_DOMAIN = "docker.io"
 DOCKER_LEGACY_DOMAIN = "index.docker.io"
 DEFAULT_TAG = "latest"
 NAME_MAX = 255
 TAG_MAX = 128
+# name + ":" + tag + "@" + a sha512 digest, with room to spare.
+MAX_REFERENCE_LEN = 1024
+_ECHO = 300  # a valid reference is quoted whole in messages; a longer text is cut
 
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
@@ -39,7 +43,21 @@ _IMAGE_ID = re.compile(r"(sha256:)?[a-f0-9]{64}")
 
 
 def _bad(text: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid image reference {text!r}: {why}")
+    return InvalidArgument(f"invalid image reference {shorten(text, _ECHO)}: {why}")
+
+
+def _check_text(text: str) -> None:
+    if text != text.strip():
+        raise _bad(text, "it has leading or trailing whitespace")
+    if len(text) > MAX_REFERENCE_LEN:
+        raise _bad(text, f"it is longer than {MAX_REFERENCE_LEN} characters")
+
+
+def _check_port(text: str, domain: str) -> None:
+    """A registry port must be 1-65535 (the grammar alone takes any digits)."""
+    _host, colon, port = domain.rpartition(":")
+    if colon and port.isdigit() and not 0 < int(port) < 65536:
+        raise _bad(text, f"registry port {shorten(port, 8)} is outside 1-65535")
 
 
 def parse_digest(digest: str, context: str | None = None) -> tuple[str, str]:
@@ -47,18 +65,21 @@ def parse_digest(digest: str, context: str | None = None) -> tuple[str, str]:
 
     Only sha256 (64 hex) and sha512 (128 hex) are accepted, lowercase.
     """
-    where = f"invalid image reference {context!r}: " if context else ""
+    where = f"invalid image reference {shorten(context, _ECHO)}: " if context else ""
     algo, sep, hexpart = digest.partition(":")
     if not sep or not algo or not hexpart:
-        raise InvalidArgument(f"{where}digest {digest!r} must look like 'sha256:<64 hex digits>'")
+        raise InvalidArgument(
+            f"{where}digest {shorten(digest, 140)} must look like 'sha256:<64 hex digits>'"
+        )
     want = _DIGEST_HEX_LEN.get(algo)
     if want is None:
         raise InvalidArgument(
-            f"{where}digest {digest!r} uses unsupported algorithm {algo!r}; use sha256 or sha512"
+            f"{where}digest {shorten(digest, 140)} uses unsupported algorithm {shorten(algo, 16)}; "
+            "use sha256 or sha512"
         )
     if len(hexpart) != want or not _HEX.fullmatch(hexpart):
         raise InvalidArgument(
-            f"{where}digest {digest!r} must have exactly {want} lowercase hex digits "
+            f"{where}digest {shorten(digest, 140)} must have exactly {want} lowercase hex digits "
             f"after '{algo}:'"
         )
     return algo, hexpart
@@ -83,7 +104,7 @@ def validate_tag(tag: str, context: str | None = None) -> None:
     if not _TAG.fullmatch(tag):
         raise _bad(
             where,
-            f"tag {tag!r} may only contain letters, digits, '_', '.' and '-' "
+            f"tag {shorten(tag)} may only contain letters, digits, '_', '.' and '-' "
             "and must not start with '.' or '-'",
         )
 
@@ -102,10 +123,10 @@ def validate_path(path: str, context: str | None = None) -> None:
             )
         if not _PATH_COMPONENT.fullmatch(component):
             if component.lower() != component and _PATH_COMPONENT.fullmatch(component.lower()):
-                raise _bad(where, f"repository name must be lowercase (got {component!r})")
+                raise _bad(where, f"repository name must be lowercase (got {shorten(component)})")
             raise _bad(
                 where,
-                f"path component {component!r} may only contain lowercase letters, digits "
+                f"path component {shorten(component)} may only contain lowercase letters, digits "
                 "and single separators ('.', '_', '__' or dashes) between them",
             )
 
@@ -191,8 +212,7 @@ def parse(text: str, default_tag: bool = True) -> Reference:
     """
     if not text or not text.strip():
         raise InvalidArgument("invalid image reference '': the image name is empty")
-    if text != text.strip():
-        raise _bad(text, "it has leading or trailing whitespace")
+    _check_text(text)
     name, tag, digest = _split(text)
     first, slash, rest = name.partition("/")
     if not slash or not looks_like_domain(first):
@@ -201,7 +221,8 @@ def parse(text: str, default_tag: bool = True) -> Reference:
             "it is not fully qualified; name the registry, e.g. 'docker.io/library/busybox'",
         )
     if not _DOMAIN.fullmatch(first):
-        raise _bad(text, f"{first!r} is not a valid registry host[:port]")
+        raise _bad(text, f"{shorten(first)} is not a valid registry host[:port]")
+    _check_port(text, first)
     validate_path(rest, text)
     _check_parts(text, tag, digest)
     domain = DOCKER_DOMAIN if first == DOCKER_LEGACY_DOMAIN else first
@@ -237,8 +258,7 @@ def parse_short(text: str) -> ShortName:
     """Parse a short name such as ``busybox``, ``library/busybox:1`` or ``app@sha256:..``."""
     if not text or not text.strip():
         raise InvalidArgument("invalid image reference '': the image name is empty")
-    if text != text.strip():
-        raise _bad(text, "it has leading or trailing whitespace")
+    _check_text(text)
     if not is_short_name(text):
         raise _bad(text, "it names a registry; it is not a short name")
     if _IMAGE_ID.fullmatch(text):

@@ -11,8 +11,8 @@ supplied ``fetch`` function so this module stays free of connection handling.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -27,6 +27,7 @@ from base.errors import (
     Unauthenticated,
     Unavailable,
 )
+from base.text import check_text, control_char
 
 # (method, url, headers, body, ctx) -> (status, response headers, body)
 TokenFetch = Callable[
@@ -34,6 +35,9 @@ TokenFetch = Callable[
 ]
 
 MIN_TOKEN_LIFETIME = 60  # seconds; the token spec's default and minimum
+MAX_CREDENTIAL = 4096  # bytes of a username or password
+MAX_TOKEN = 64 << 10  # characters of a token (JWTs run to a few KiB)
+_TOKEN = re.compile(r"[\x21-\x7e]*")
 _EXPIRY_MARGIN = 5
 
 
@@ -47,6 +51,27 @@ class Credentials:
     identity_token: str = ""  # OAuth2 refresh token for the token server
     registry_token: str = ""  # a bearer token to send as-is
 
+    def validate(self) -> Credentials:
+        """Return self if every field can be sent; InvalidArgument naming the field if not.
+
+        Username and password may be any UTF-8 text without control characters (HTTP
+        Basic sends them base64-encoded; ':' cannot be in a username). ``auth`` must be
+        base64 and the tokens printable ASCII: they go into headers as they are.
+        """
+        check_text(self.username, "the registry credentials' username", MAX_CREDENTIAL)
+        if ":" in self.username:
+            raise InvalidArgument("the registry credentials' username must not contain ':'")
+        check_text(self.password, "the registry credentials' password", MAX_CREDENTIAL)
+        for name, value in (("auth", self.auth), ("identity_token", self.identity_token),
+                            ("registry_token", self.registry_token)):  # fmt: skip
+            if len(value) > MAX_TOKEN or not _TOKEN.fullmatch(value):
+                raise InvalidArgument(
+                    f"the registry credentials' {name} field must be printable ASCII of at "
+                    f"most {MAX_TOKEN} characters"
+                )
+        self.basic()  # checks that auth decodes to a pair
+        return self
+
     def basic(self) -> tuple[str, str] | None:
         """(username, password) from the explicit fields or the ``auth`` field, if any."""
         if self.username or self.password:
@@ -54,12 +79,12 @@ class Credentials:
         if self.auth:
             try:
                 decoded = base64.b64decode(self.auth.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError):
                 raise InvalidArgument(
                     "the registry credentials' auth field is not base64 of 'username:password'"
                 ) from None
             user, sep, password = decoded.partition(":")
-            if not sep:
+            if not sep or control_char(decoded):
                 raise InvalidArgument(
                     "the registry credentials' auth field decodes to no 'username:password' pair"
                 )

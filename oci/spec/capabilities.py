@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from base.errors import InvalidArgument
+from base.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def normalize(name: str) -> str:
     canonical = upper if upper.startswith("CAP_") else "CAP_" + upper
     if canonical not in CAPABILITY_NUMBERS:
         raise InvalidArgument(
-            f"unknown capability {name!r}: use a Linux capability name such as NET_ADMIN "
+            f"unknown capability {shorten(name)}: use a Linux capability name such as NET_ADMIN "
             "or CAP_NET_ADMIN, or ALL"
         )
     return canonical

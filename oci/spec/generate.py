@@ -27,6 +27,7 @@ from oci.spec.mounts import (
 )
 from oci.spec.namespaces import has_namespace, linux_namespaces
 from oci.spec.process import (
+    check_exec,
     nofile_rlimit,
     process_for_exec,
     resolve_args,
@@ -66,6 +67,7 @@ def generate_spec(
     env = resolve_env(
         image.env, request.envs, hostname=sandbox.hostname, tty=request.tty, home=user.home
     )
+    check_exec(argv, env, "the container command")
     settings = security_settings(security, daemon)
     namespaces = linux_namespaces(
         security.namespace_options,

@@ -14,6 +14,7 @@ import platform
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from oci.spec.capabilities import DEFAULT_CAPABILITIES, read_bounding_set
 
@@ -125,10 +126,15 @@ class NamespaceOptions:
 
 @dataclass(frozen=True)
 class SeccompProfile:
-    """A seccomp choice; ``localhost_ref`` is an absolute path for LOCALHOST."""
+    """A seccomp choice; ``localhost_ref`` is an absolute path for LOCALHOST.
+
+    ``loaded`` is the LOCALHOST profile once read (``seccomp.load_localhost``), so the
+    file is read before the pod's lock is taken, not while it is held.
+    """
 
     type: SeccompProfileType
     localhost_ref: str = ""
+    loaded: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

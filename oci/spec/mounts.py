@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from base.errors import InvalidArgument
+from base.text import shorten
 from oci.spec.inputs import Mount, MountPropagation
 from sandbox.facts import SandboxFacts
 from sandbox.mounts import MOUNTINFO, parse_mountinfo
@@ -39,6 +40,14 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+)
+
+# The files under /proc runc lets a container mount over (lxcfs and the like); any
+# other destination in /proc, and / itself, runc refuses at create.
+PROC_MOUNTABLE = frozenset(
+    {"/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+     "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+     "/proc/sys/kernel/ns_last_pid", "/proc/sys/crypto/fips_enabled"}
 )
 
 # Bind options a request may add on top of the ones peapod sets itself.
@@ -102,30 +111,53 @@ def bind_source(host_path: str) -> str:
     return os.path.realpath(host_path)
 
 
+def destination(container_path: str) -> str:
+    """The normalised destination of a bind; InvalidArgument where runc refuses one."""
+    if not container_path.startswith("/"):
+        raise InvalidArgument(
+            f"mount container_path {shorten(container_path)} must be an absolute path"
+        )
+    parts = [p for p in posixpath.normpath(container_path).split("/") if p]
+    dest = "/" + "/".join(parts)
+    if dest == "/":
+        raise InvalidArgument(
+            f"mount container_path {shorten(container_path)} is the container's root "
+            "directory; mount a directory under it"
+        )
+    if (dest == "/proc" or dest.startswith("/proc/")) and dest not in PROC_MOUNTABLE:
+        raise InvalidArgument(
+            f"mount container_path {shorten(container_path)} is in /proc, where only "
+            f"{', '.join(sorted(PROC_MOUNTABLE))} may be mounted over"
+        )
+    return dest
+
+
 def request_mount(mount: Mount) -> Spec:
     """The OCI mount for one requested bind (rbind, with propagation and ro/rw)."""
-    dest = mount.container_path
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"mount container_path {dest!r} must be an absolute path")
+    dest = destination(mount.container_path)
+    where = shorten(mount.container_path)
     if not mount.host_path:
-        raise InvalidArgument(f"mount for {dest!r} has no host_path")
+        raise InvalidArgument(f"mount for {where} has no host_path")
     if not mount.host_path.startswith("/"):
-        raise InvalidArgument(f"mount host_path {mount.host_path!r} must be an absolute path")
+        raise InvalidArgument(
+            f"mount host_path {shorten(mount.host_path)} must be an absolute path"
+        )
     extra = [opt for opt in mount.options if opt]
     bad = sorted(set(extra) - ALLOWED_BIND_OPTIONS)
     if bad:
         raise InvalidArgument(
-            f"mount {dest!r}: unsupported options {bad}; allowed: {sorted(ALLOWED_BIND_OPTIONS)}"
+            f"mount {where}: unsupported options {shorten(bad)}; allowed: "
+            f"{sorted(ALLOWED_BIND_OPTIONS)}"
         )
     options = ["rbind", mount.propagation.value, "ro" if mount.readonly else "rw"]
     if mount.recursive_read_only:
         if not mount.readonly or mount.propagation is not MountPropagation.PRIVATE:
             raise InvalidArgument(
-                f"mount {dest!r}: recursive_read_only needs readonly=true and private propagation"
+                f"mount {where}: recursive_read_only needs readonly=true and private propagation"
             )
         options.append("rro")
     options += extra
-    return _mount(posixpath.normpath(dest), "bind", bind_source(mount.host_path), options)
+    return _mount(dest, "bind", bind_source(mount.host_path), options)
 
 
 def _depth(destination: str) -> int:
@@ -195,11 +227,11 @@ def check_propagation(
         kind = propagation_of(source, mountinfo)
         if mount.propagation is MountPropagation.BIDIRECTIONAL and kind != "shared":
             raise InvalidArgument(
-                f"mount {mount.container_path!r} asks for bidirectional propagation but "
-                f"{source!r} is on a {kind} mount; make it shared (mount --make-rshared)"
+                f"mount {shorten(mount.container_path)} asks for bidirectional propagation but "
+                f"{shorten(source)} is on a {kind} mount; make it shared (mount --make-rshared)"
             )
         if kind == "private":
             raise InvalidArgument(
-                f"mount {mount.container_path!r} asks for host-to-container propagation but "
-                f"{source!r} is on a private mount; make it shared or slave"
+                f"mount {shorten(mount.container_path)} asks for host-to-container propagation but "
+                f"{shorten(source)} is on a private mount; make it shared or slave"
             )

@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import copy
+import os
 import signal
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from base.errors import InvalidArgument
+from base.text import check_no_nul, shorten
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The kernel's limit on one argv or environment string, its NUL included (32 pages).
+MAX_ARG_STRLEN = 32 * 4096
+# execve also fails once argv + envp (strings and pointers) pass ARG_MAX (a quarter of
+# the stack limit); the margin leaves room for what the runtime's own exec adds.
+_ARG_MAX_MARGIN = 32 << 10
+_POINTER = 8
+
+
+def exec_limit() -> int:
+    """How many bytes of argv + envp a container process may have."""
+    return max(os.sysconf("SC_ARG_MAX"), 128 << 10) - _ARG_MAX_MARGIN
+
+
+def check_exec(argv: Sequence[str], env: Sequence[str], what: str = "the process") -> None:
+    """Refuse an argv and environment execve would refuse (E2BIG) or cut (NUL bytes)."""
+    total = _POINTER * (len(argv) + len(env) + 2)
+    for kind, items in (("argument", argv), ("environment entry", env)):
+        for item in items:
+            check_no_nul(item, f"{what}'s {kind}")
+            size = len(item.encode("utf-8", "surrogatepass")) + 1
+            if size > MAX_ARG_STRLEN:
+                raise InvalidArgument(
+                    f"{what}'s {kind} {shorten(item, 32)} is {size - 1} bytes; the kernel "
+                    f"takes at most {MAX_ARG_STRLEN - 1} per string"
+                )
+            total += size
+    limit = exec_limit()
+    if total > limit:
+        raise InvalidArgument(
+            f"{what}'s arguments and environment take {total} bytes; the kernel takes at "
+            f"most {limit} (ARG_MAX)"
+        )
 
 
 def resolve_args(
@@ -119,6 +153,7 @@ def process_for_exec(spec: dict[str, Any], argv: Sequence[str], tty: bool) -> di
     """
     if not argv or not argv[0]:
         raise InvalidArgument("exec needs a command: the cmd list is empty")
+    check_exec(argv, spec["process"].get("env", []), "the exec command")
     process = copy.deepcopy(spec["process"])
     process["args"] = list(argv)
     process["terminal"] = tty

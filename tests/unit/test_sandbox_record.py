@@ -115,5 +115,5 @@ def test_bandwidth_annotations() -> None:
                                        "kubernetes.io/egress-bandwidth": "2.5k"})
     assert pod.bandwidth() == (1_000_000, 2500)
     assert PodConfig(meta).bandwidth() == (None, None)
-    with pytest.raises(InvalidArgument, match="at least 1 bit/s"):
+    with pytest.raises(InvalidArgument, match="outside 1k-1P bit/s"):
         PodConfig(meta, annotations={"kubernetes.io/ingress-bandwidth": "100m"}).bandwidth()
