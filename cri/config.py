@@ -266,6 +266,66 @@ MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
 # ---------------------------------------------------------------- loading
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a configuration comes from, kept so SIGHUP and ``peapod status`` can re-read it."""
+
+    file: Path | None = DEFAULT_CONFIG_FILE
+    directory: Path | None = DEFAULT_CONFIG_DIR
+    overrides: dict[str, Any] = field(default_factory=dict)
+    file_must_exist: bool = False
+
+    def load(self) -> Config:
+        return load(self.file, self.directory, self.overrides,
+                    file_must_exist=self.file_must_exist)  # fmt: skip
+
+    def describe(self) -> list[str]:
+        """The files read, in order, then "command line" if flags set options."""
+        try:
+            files = [str(p) for p in _config_files(self.file, self.directory, False)]
+        except OSError:
+            files = []
+        if any(v is not None for v in self.overrides.values()):
+            files.append("command line")
+        return files
+
+    def peek(self, dotted: str) -> Any:
+        """``dotted``'s value from flags and files read leniently (a file that does not
+        parse is skipped, nothing is checked), or None: where to look for a daemon whose
+        configuration on disk no longer loads."""
+        if self.overrides.get(dotted) is not None:
+            return self.overrides[dotted]
+        value = None
+        try:
+            files = _config_files(self.file, self.directory, False)
+        except OSError:
+            files = []
+        for path in files:
+            try:
+                node: Any = _read_yaml(path)
+            except ConfigError:
+                continue
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                value = node
+        return value
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ; a runtime handler counts as one key."""
+    if dataclasses.is_dataclass(old) and dataclasses.is_dataclass(new):
+        out: list[str] = []
+        for f in dataclasses.fields(old):
+            out += changed_keys(getattr(old, f.name), getattr(new, f.name), f"{prefix}{f.name}.")
+        return out
+    if isinstance(old, dict) and isinstance(new, dict) and all(
+        dataclasses.is_dataclass(v) for v in (*old.values(), *new.values())
+    ):
+        return [f"{prefix}{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def load(
     config_file: Path | None = None,
     config_dir: Path | None = None,

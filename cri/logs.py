@@ -58,3 +58,8 @@ def setup(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def set_level(level: str) -> None:
+    """Change the level of every peapod logger at once (SIGHUP reload)."""
+    logging.getLogger().setLevel(level.upper())

@@ -1,4 +1,4 @@
-"""The ``peapod`` command: ``run``, ``config`` and ``version``."""
+"""The ``peapod`` command: ``run``, ``status``, ``config``, ``unit`` and ``version``."""
 
 from __future__ import annotations
 
@@ -32,13 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve the CRI API")
+    status = sub.add_parser(
+        "status", help="report on the daemon of this configuration (no CRI client needed)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
     show = sub.add_parser("config", help="print the effective configuration")
     show.add_argument(
         "--defaults", action="store_true",
         help="print every option with its default, commented out (a config file template)",
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
-    for p in (run, show):
+    for p in (run, status, show):
         p.add_argument(
             "--config", type=Path, default=configmod.DEFAULT_CONFIG_FILE,
             help=f"main config file (default {configmod.DEFAULT_CONFIG_FILE})",
@@ -51,15 +55,16 @@ def _parser() -> argparse.ArgumentParser:
         for flag, (_key, help_text) in FLAGS.items():
             p.add_argument(flag, help=help_text)
     sub.add_parser("version", help="print the version")
+    sub.add_parser("unit", help="print a systemd unit that runs this installation's peapod")
     return parser
 
 
-def _load(args: argparse.Namespace) -> configmod.Config:
+def _source(args: argparse.Namespace) -> configmod.ConfigSource:
     overrides: dict[str, Any] = {
         key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _) in FLAGS.items()
     }
     explicit = args.config != configmod.DEFAULT_CONFIG_FILE
-    return configmod.load(args.config, args.config_dir, overrides, file_must_exist=explicit)
+    return configmod.ConfigSource(args.config, args.config_dir, overrides, explicit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"peapod {__version__}\nCRI API v1")
         return 0
+    if args.command == "unit":
+        from cri import unit
+
+        try:
+            sys.stdout.write(unit.render())
+        except OSError as exc:
+            print(f"peapod: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "config" and args.defaults:
         sys.stdout.write(configmod.render_yaml(configmod.Config(), commented=True))
         return 0
+    source = _source(args)
+    if args.command == "status":
+        return _status(source, args.json)
     try:
-        cfg = _load(args)
+        cfg = source.load()
     except configmod.ConfigError as exc:
         print(f"peapod: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -81,18 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(configmod.render_yaml(cfg))
         return 0
-    return _run(cfg)
+    return _run(cfg, source)
 
 
-def _run(cfg: configmod.Config) -> int:
+def _status(source: configmod.ConfigSource, as_json: bool) -> int:
+    from cri import status_report
+
+    report = status_report.gather(source)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if as_json
+                     else status_report.render(report))  # fmt: skip
+    return status_report.exit_code(report)
+
+
+def _run(cfg: configmod.Config, source: configmod.ConfigSource) -> int:
     from base.errors import PeapodError
     from cri import logs
+    from cri.sd_notify import Notifier
 
+    notifier = Notifier.from_environment()  # before any child process inherits it
     logs.setup(cfg.log_level, cfg.log_format)
     from cri.daemon import Daemon
 
     try:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, source, notifier)
         daemon.run()
     except PeapodError as exc:
         print(f"peapod: {exc.message}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from base.db import Database
@@ -26,6 +27,7 @@ from oci.container.store import ContainerStore
 from oci.image.service import ImageService, PullSettings
 from oci.image.store import ImageStore
 from oci.spec.inputs import CgroupDriver, DaemonFacts
+from oci.spec.seccomp import read_profile
 from sandbox.build import PodSettings
 from sandbox.manager import PodManager
 from sandbox.network import NetworkObserver, PodNetwork
@@ -58,6 +60,23 @@ class Services:
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded ``config`` (SIGHUP) to what can change while running.
+
+        The runtime handlers, the RuntimeDefault seccomp profile and conmon's log level,
+        for pods and containers created from now on. Everything is checked before
+        anything changes: a bad handler or profile raises and leaves all as it was.
+        """
+        handlers = handler_table(config)
+        if config.runtime.seccomp_profile:
+            read_profile(config.runtime.seccomp_profile)
+        self.runtimes.replace(handlers, config.runtime.default_runtime)
+        ctrs = self.containers
+        ctrs.facts = replace(ctrs.facts, seccomp_profile_path=config.runtime.seccomp_profile)
+        ctrs.settings = replace(ctrs.settings,
+                                monitor_log_level=_CONMON_LEVELS.get(config.log_level, "info"))
+        self.config = config
 
     def close(self) -> None:
         """Release everything, in the reverse order of use."""
@@ -106,9 +125,13 @@ def pod_manager(
 
 def runtime_handlers(config: Config) -> RuntimeHandlers:
     """The configured runtime handlers, paths resolved; a missing binary is logged."""
-    rt = config.runtime
+    return RuntimeHandlers(handler_table(config), config.runtime.default_runtime)
+
+
+def handler_table(config: Config) -> dict[str, RuntimeHandler]:
+    """Each configured handler by name, paths resolved; a missing binary is logged."""
     handlers = {}
-    for name, h in rt.runtimes.items():
+    for name, h in config.runtime.runtimes.items():
         root = h.runtime_root or str(config.runroot_path / "runtimes" / name)
         handlers[name] = RuntimeHandler(
             name=name,
@@ -125,7 +148,7 @@ def runtime_handlers(config: Config) -> RuntimeHandlers:
                     "runtime handler binary missing; containers of this handler will fail",
                     extra={"handler": name, "what": what, "path": path},
                 )
-    return RuntimeHandlers(handlers, rt.default_runtime)
+    return handlers
 
 
 def _env(items: list[str], where: str) -> dict[str, str]:

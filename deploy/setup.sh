@@ -67,7 +67,8 @@ fi
 install -d -m 0755 /etc/peapod /etc/peapod/peapod.yaml.d
 [ -e /etc/peapod/peapod.yaml ] || install -m 0644 deploy/peapod.yaml /etc/peapod/peapod.yaml
 [ -e /etc/crictl.yaml ] || install -m 0644 deploy/crictl.yaml /etc/crictl.yaml
-# A pod network (bridge peapod0, 10.88.0.0/16, host ports) only if the host has no CNI config.
+# A pod network (bridge peapod0, 10.85.0.0/16 as CRI-O's example; podman's default is
+# 10.88.0.0/16) only if the host has no CNI config.
 install -d -m 0755 /etc/cni/net.d
 if ! compgen -G "/etc/cni/net.d/*.conflist" >/dev/null && ! compgen -G "/etc/cni/net.d/*.conf" >/dev/null \
     && ! compgen -G "/etc/cni/net.d/*.json" >/dev/null; then
@@ -99,7 +100,7 @@ case "$mode" in
     echo "peapod installed: .venv/bin/peapod run"
     ;;
   service)
-    sed "s|@PEAPOD_DIR@|$here|g" deploy/peapod.service > /etc/systemd/system/peapod.service
+    .venv/bin/peapod unit > /etc/systemd/system/peapod.service  # ExecStart: this .venv's peapod
     systemctl daemon-reload
     systemctl enable --now peapod.service
     ;;

@@ -54,23 +54,48 @@ def resolve_binary(name_or_path: str) -> str:
 
 
 class RuntimeHandlers:
-    """The configured handlers and the default one."""
+    """The configured handlers and the default one; ``replace`` swaps them all at once.
+
+    A replacement (SIGHUP) applies to pods and containers created afterwards: an
+    existing container keeps the runtime its handler had at create time.
+    """
 
     def __init__(self, handlers: Mapping[str, RuntimeHandler], default: str) -> None:
-        if default not in handlers:
-            raise InvalidArgument(f"default runtime handler {default!r} is not configured")
-        self._handlers = dict(handlers)
-        self.default = default
         self._features: dict[str, HandlerFeatures] = {}
         self._lock = threading.Lock()
+        self._table = self._checked(handlers, default)
+
+    @staticmethod
+    def _checked(
+        handlers: Mapping[str, RuntimeHandler], default: str
+    ) -> tuple[dict[str, RuntimeHandler], str]:
+        if default not in handlers:
+            raise InvalidArgument(f"default runtime handler {default!r} is not configured")
+        return dict(handlers), default
+
+    @property
+    def default(self) -> str:
+        return self._table[1]
+
+    def replace(self, handlers: Mapping[str, RuntimeHandler], default: str) -> None:
+        """Serve ``handlers`` from now on; features are probed again for changed handlers."""
+        table = self._checked(handlers, default)
+        with self._lock:
+            old = self._table[0]
+            self._table = table
+            for name in list(self._features):
+                if old.get(name) != table[0].get(name):
+                    del self._features[name]
 
     def names(self) -> list[str]:
         """Configured handler names, the default first."""
-        return [self.default, *sorted(n for n in self._handlers if n != self.default)]
+        handlers, default = self._table
+        return [default, *sorted(n for n in handlers if n != default)]
 
     def get(self, name: str) -> RuntimeHandler:
         """The handler called ``name`` ("" for the default); InvalidArgument if unknown."""
-        handler = self._handlers.get(name or self.default)
+        handlers, default = self._table
+        handler = handlers.get(name or default)
         if handler is None:
             raise InvalidArgument(
                 f"runtime handler {name!r} is not configured; known handlers: "
@@ -91,7 +116,8 @@ class RuntimeHandlers:
             return cached
         found = probe_features(handler.runtime_path)
         with self._lock:
-            self._features[handler.name] = found
+            if self._table[0].get(handler.name) == handler:
+                self._features[handler.name] = found
         return found
 
 

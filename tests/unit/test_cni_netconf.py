@@ -193,7 +193,7 @@ def test_deploy_default_network() -> None:
     assert bridge["bridge"] == "peapod0"
     assert bridge["isGateway"] and bridge["ipMasq"] and bridge["hairpinMode"]
     assert bridge["ipam"]["type"] == "host-local"
-    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.88.0.0/16"}]]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.85.0.0/16"}]]
     assert {"dst": "0.0.0.0/0"} in bridge["ipam"]["routes"]
     assert portmap["capabilities"] == {"portMappings": True}
     assert portmap["snat"] is True
