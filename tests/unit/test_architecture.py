@@ -91,3 +91,23 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
     assert _cycles(graph) == [["circlepkg.a", "circlepkg.b"]]
+
+
+def test_every_cri_module_has_a_place_in_its_layer_contract() -> None:
+    """A new cri module must be placed in the cri layers (else import-linter ignores it)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (cri,) = [c for c in contracts if c.get("containers") == ["cri"]]
+    placed = {
+        name.strip()
+        for layer in cri["layers"]
+        for name in layer.replace("|", ":").split(":")
+    }
+    present = {
+        p.stem if p.is_file() else p.name
+        for p in (ROOT / "cri").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert present - placed == set(), "add these cri modules to the cri layer contract"
