@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oci.spec.capabilities import DEFAULT_CAPABILITIES, read_bounding_set
+from sandbox.cgroup_layout import V2, detect_layout
 
 DEFAULT_NOFILE = 1048576
 
@@ -201,6 +202,7 @@ class DaemonFacts:
     cgroup_driver: CgroupDriver = CgroupDriver.CGROUPFS
     cgroup_v2: bool = False
     swap_accounting: bool = False
+    hugetlb: bool = True  # the runtime can set hugepage limits (it has a hugetlb hierarchy)
     default_capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     seccomp_profile_path: str = ""  # "" means peapod's packaged default profile
     own_oom_score_adj: int = 0
@@ -226,12 +228,27 @@ class DaemonFacts:
             "bounding_set": read_bounding_set(),
             "cgroup_v2": v2,
             "swap_accounting": os.path.exists(swap_file),
+            "hugetlb": _hugetlb_usable(),
             "own_oom_score_adj": own_adj,
             "nofile_hard_limit": None if hard == resource.RLIM_INFINITY else hard,
             "machine": platform.machine(),
         }
         facts.update(config)
         return cls(**facts)  # type: ignore[arg-type]
+
+
+def _hugetlb_usable() -> bool:
+    """Whether runc can set hugepage limits here: a v1 hugetlb hierarchy, or on pure v2 the
+    hugetlb controller. On a hybrid host hugetlb may sit on the cgroup2 mount, which runc's
+    v1 manager does not use."""
+    layout = detect_layout()
+    if layout.version != V2:
+        return "hugetlb" in layout.v1
+    assert layout.unified is not None
+    try:
+        return "hugetlb" in (layout.unified / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
 
 
 def _own_v2_cgroup() -> str:

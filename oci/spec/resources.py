@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 _PAGE_SIZE = re.compile(r"^[1-9][0-9]*(KB|MB|GB|TB|PB)$")
 _swap_warned = False
+_hugetlb_warned = False
 
 
 def cgroups_path(driver: CgroupDriver, parent: str, container_id: str, prefix: str) -> str:
@@ -106,6 +107,15 @@ def _hugepages(res: Resources) -> list[dict[str, Any]]:
     return limits
 
 
+def _warn_no_hugetlb() -> None:
+    """Hugepage limits are left out where runc has no hugetlb cgroup (as CRI-O does): the
+    kubelet sends them for every page size the kernel has, and runc would refuse them."""
+    global _hugetlb_warned
+    if not _hugetlb_warned:
+        _hugetlb_warned = True
+        log.warning("no hugetlb cgroup hierarchy the runtime can use; hugepage limits are ignored")
+
+
 def linux_resources(
     res: Resources, daemon: DaemonFacts, devices: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -118,7 +128,10 @@ def linux_resources(
     if daemon.pids_limit > 0:
         out["pids"] = {"limit": daemon.pids_limit}
     if hugepages := _hugepages(res):
-        out["hugepageLimits"] = hugepages
+        if daemon.hugetlb:
+            out["hugepageLimits"] = hugepages
+        else:
+            _warn_no_hugetlb()
     if res.unified:
         if not daemon.cgroup_v2:
             raise InvalidArgument(
