@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.errors import InvalidArgument
+from base.text import shorten
 
 PORT_MAPPINGS = "portMappings"
 BANDWIDTH = "bandwidth"
@@ -52,7 +53,7 @@ def port_mappings(mappings: Iterable[PortMapping]) -> list[dict[str, Any]]:
         protocol = m.protocol.lower()
         if protocol not in _PROTOCOLS:
             raise InvalidArgument(
-                f"port mapping protocol {m.protocol!r} is not one of tcp, udp, sctp",
+                f"port mapping protocol {shorten(m.protocol)} is not one of tcp, udp, sctp",
                 reason="port_mapping")
         if m.host_port <= 0:
             continue

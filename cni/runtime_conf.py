@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from base.errors import InvalidArgument
+from base.text import shorten
 
 # Spec: container ids start alphanumeric, then alphanumerics, '_', '.', '-'.
 _CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -28,19 +29,19 @@ class RuntimeConf:
         """Raise InvalidArgument if a field breaks the spec's rules."""
         if not _CONTAINER_ID_RE.match(self.container_id):
             raise InvalidArgument(
-                f"CNI container id {self.container_id!r} must start with a letter or digit and "
-                "hold only letters, digits, '_', '.' and '-'", reason="runtime_conf")
+                f"CNI container id {shorten(self.container_id)} must start with a letter or "
+                "digit and hold only letters, digits, '_', '.' and '-'", reason="runtime_conf")
         name = self.ifname
         if (not name or name in (".", "..") or len(name) > _MAX_IFNAME
                 or any(c in name for c in "/:") or any(c.isspace() for c in name)):
             raise InvalidArgument(
-                f"interface name {name!r} must be 1-15 characters, not '.' or '..', "
+                f"interface name {shorten(name)} must be 1-15 characters, not '.' or '..', "
                 "without '/', ':' or whitespace", reason="runtime_conf")
         for key, value in self.args:
             if not key or any(c in key + value for c in ";=") or "\0" in key + value:
                 raise InvalidArgument(
-                    f"CNI_ARGS pair {key!r}={value!r} must have a non-empty key and no ';' "
-                    "or '=' in key or value", reason="runtime_conf")
+                    f"CNI_ARGS pair {shorten(key)}={shorten(value)} must have a non-empty key "
+                    "and no ';' or '=' in key or value", reason="runtime_conf")
 
     def cni_args(self) -> str:
         """The CNI_ARGS value: "K=V;K2=V2"."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from base.errors import InvalidArgument
+from base.text import shorten
 
 CGROUPFS = "cgroupfs"
 SYSTEMD = "systemd"
@@ -23,14 +24,14 @@ def expand_slice(name: str) -> str:
     """The cgroup path of a systemd slice name; InvalidArgument if it is not one."""
     if "/" in name or not name.endswith(".slice"):
         raise InvalidArgument(
-            f"cgroup parent {name!r} is not a systemd slice name (like kubepods-pod1.slice)"
+            f"cgroup parent {shorten(name)} is not a systemd slice name (like kubepods-pod1.slice)"
         )
     stem = name[: -len(".slice")]
     if stem == "-":
         return "/"
     parts = stem.split("-")
     if not all(parts) or not all(_SLICE_PART.fullmatch(p) for p in parts):
-        raise InvalidArgument(f"systemd slice name {name!r} is malformed")
+        raise InvalidArgument(f"systemd slice name {shorten(name)} is malformed")
     path, prefix = "", ""
     for part in parts:
         prefix = f"{prefix}-{part}" if prefix else part
@@ -45,13 +46,19 @@ def cgroup_path(parent: str, driver: str = CGROUPFS) -> str:
     elif driver == CGROUPFS:
         path = parent
     else:
-        raise InvalidArgument(f"unknown cgroup driver {driver!r}; use cgroupfs or systemd")
+        raise InvalidArgument(f"unknown cgroup driver {shorten(driver)}; use cgroupfs or systemd")
     if not path.startswith("/"):
-        raise InvalidArgument(f"cgroup parent {parent!r} must be an absolute path like /kubepods")
+        raise InvalidArgument(
+            f"cgroup parent {shorten(parent)} must be an absolute path like /kubepods"
+        )
     parts = [p for p in path.split("/") if p]
     if not parts:
-        raise InvalidArgument(f"cgroup parent {parent!r} is the root cgroup; a pod needs its own")
+        raise InvalidArgument(
+            f"cgroup parent {shorten(parent)} is the root cgroup; a pod needs its own"
+        )
     for part in parts:
         if part in (".", "..") or not _COMPONENT.fullmatch(part):
-            raise InvalidArgument(f"cgroup parent {parent!r} has an invalid component {part!r}")
+            raise InvalidArgument(
+                f"cgroup parent {shorten(parent)} has an invalid component {shorten(part)}"
+            )
     return "/" + "/".join(parts)
