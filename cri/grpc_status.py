@@ -6,6 +6,10 @@ import grpc
 
 from base import errors
 
+# The longest message a caller gets: status details travel in HTTP/2 trailers, which
+# clients cap (16 KiB by default), and a message quoting input whole would hit that.
+MESSAGE_LIMIT = 4096
+
 _CODES: list[tuple[type[errors.PeapodError], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
@@ -24,7 +28,18 @@ _CODES: list[tuple[type[errors.PeapodError], grpc.StatusCode]] = [
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC code and message a caller receives for ``exc``."""
+    """The gRPC code and message (at most MESSAGE_LIMIT characters) for ``exc``.
+
+    A longer message keeps its start and its end, where the outcome is often said.
+    """
+    code, message = _status(exc)
+    if len(message) > MESSAGE_LIMIT:
+        half = MESSAGE_LIMIT // 2 - 40
+        message = f"{message[:half]} ... ({len(message)} characters) ... {message[-half:]}"
+    return code, message
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, errors.PeapodError):
         for cls, code in _CODES:
             if isinstance(exc, cls):

@@ -7,25 +7,29 @@ from typing import Any
 
 from api import api_pb2 as pb
 from base.errors import InvalidArgument
-from oci.container.create import CreateRequest
+from base.text import check_no_nul, check_path, check_text, shorten
+from cri.call import object_id
+from cri.convert.resources import resources
+from cri.convert.validate import choice, object_name, string_map
+from oci.container.create import CreateRequest, check_log_path
 from oci.container.manager import ContainerFilter
 from oci.container.record import CREATED, EXITED, RUNNING, ContainerRecord
 from oci.spec.inputs import (
     Capabilities,
     ContainerRequest,
     Device,
-    HugepageLimit,
     Mount,
     MountPropagation,
     NamespaceMode,
     NamespaceOptions,
-    Resources,
     SeccompProfile,
     SeccompProfileType,
     SecurityContext,
     SupplementalGroupsPolicy,
 )
-from oci.spec.seccomp import profile_from_legacy_path
+from oci.spec.mounts import destination
+from oci.spec.process import check_exec
+from oci.spec.seccomp import load_localhost, profile_from_legacy_path
 
 _PROPAGATION = {
     pb.PROPAGATION_PRIVATE: MountPropagation.PRIVATE,
@@ -36,8 +40,18 @@ _NS_MODE = {
     pb.POD: NamespaceMode.POD,
     pb.CONTAINER: NamespaceMode.CONTAINER,
     pb.NODE: NamespaceMode.NODE,
-    pb.TARGET: NamespaceMode.TARGET,
 }
+# TARGET (another container's namespace) exists for the PID namespace only.
+_PID_MODE = {**_NS_MODE, pb.TARGET: NamespaceMode.TARGET}
+_USERNS_MODE = {pb.NODE: NamespaceMode.NODE}
+_GROUPS_POLICY = {
+    pb.Merge: SupplementalGroupsPolicy.MERGE,
+    pb.Strict: SupplementalGroupsPolicy.STRICT,
+}
+# Bounds on free-form strings: an image reference or ID, a user name, a mount option.
+MAX_IMAGE_LEN = 4096
+MAX_USERNAME_LEN = 256
+MAX_OPTION_LEN = 64
 _SECCOMP = {
     pb.SecurityProfile.RuntimeDefault: SeccompProfileType.RUNTIME_DEFAULT,
     pb.SecurityProfile.Unconfined: SeccompProfileType.UNCONFINED,
@@ -76,52 +90,57 @@ def cri_signal(name: str) -> int:
 
 
 def _mount(m: pb.Mount) -> Mount:
+    where = shorten(m.container_path)
     if m.HasField("image") and m.image.image:
-        raise InvalidArgument(
-            f"mount {m.container_path!r}: image volumes are not supported by peapod"
-        )
+        raise InvalidArgument(f"mount {where}: image volumes are not supported by peapod")
     if m.uidMappings or m.gidMappings:
         raise InvalidArgument(
-            f"mount {m.container_path!r}: ID-mapped mounts (user namespaces) are not supported"
+            f"mount {where}: ID-mapped mounts (user namespaces) are not supported"
         )
+    check_path(m.container_path, "mount container_path")
+    destination(m.container_path)  # where runc refuses a mount, refused here first
+    check_path(m.host_path, f"mount {where} host_path")
+    for option in m.mount_options:
+        check_text(option, f"mount {where} option", MAX_OPTION_LEN)
     return Mount(
         container_path=m.container_path,
         host_path=m.host_path,
         readonly=m.readonly,
-        propagation=_PROPAGATION.get(m.propagation, MountPropagation.PRIVATE),
+        propagation=choice(
+            pb.MountPropagation, _PROPAGATION, m.propagation, f"mount {where} propagation"
+        ),
         selinux_relabel=m.selinux_relabel,
         recursive_read_only=m.recursive_read_only,
         options=tuple(m.mount_options),
     )
 
 
-def resources(r: pb.LinuxContainerResources) -> Resources:
-    return Resources(
-        cpu_period=r.cpu_period,
-        cpu_quota=r.cpu_quota,
-        cpu_shares=r.cpu_shares,
-        memory_limit_in_bytes=r.memory_limit_in_bytes,
-        oom_score_adj=r.oom_score_adj,
-        cpuset_cpus=r.cpuset_cpus,
-        cpuset_mems=r.cpuset_mems,
-        hugepage_limits=tuple(HugepageLimit(h.page_size, h.limit) for h in r.hugepage_limits),
-        unified=dict(r.unified),
-        memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
-    )
-
-
 def _seccomp(sc: pb.LinuxContainerSecurityContext) -> SeccompProfile | None:
+    """The profile, a Localhost one read now: before, not under, the pod's lock."""
     if sc.HasField("seccomp"):
-        return SeccompProfile(_SECCOMP[sc.seccomp.profile_type], sc.seccomp.localhost_ref)
-    return profile_from_legacy_path(sc.seccomp_profile_path)
+        kind = choice(pb.SecurityProfile.ProfileType, _SECCOMP, sc.seccomp.profile_type,
+                      "seccomp profile_type")  # fmt: skip
+        profile = SeccompProfile(kind, sc.seccomp.localhost_ref)
+    else:
+        check_text(sc.seccomp_profile_path, "seccomp_profile_path", 4096)
+        profile = profile_from_legacy_path(sc.seccomp_profile_path)
+    return load_localhost(profile)
+
+
+def _paths(paths: Any, field: str) -> tuple[str, ...]:
+    return tuple(check_path(p, field) for p in paths)
 
 
 def _security(sc: pb.LinuxContainerSecurityContext) -> SecurityContext:
     ns = sc.namespace_options
-    if ns.HasField("userns_options") and ns.userns_options.mode != pb.NODE:
-        raise InvalidArgument("user namespaces are not supported by peapod")
+    if ns.HasField("userns_options"):
+        choice(pb.NamespaceMode, _USERNS_MODE, ns.userns_options.mode,
+               "user namespaces are not supported by peapod: userns_options mode")  # fmt: skip
     if sc.capabilities.add_ambient_capabilities:
         raise InvalidArgument("ambient capabilities are not supported by peapod")
+    check_text(sc.run_as_username, "run_as_username", MAX_USERNAME_LEN)
+    if ns.target_id:
+        object_id(ns.target_id, "namespace_options.target_id", "a container id")
     return SecurityContext(
         capabilities=Capabilities(
             add=tuple(sc.capabilities.add_capabilities),
@@ -129,9 +148,9 @@ def _security(sc: pb.LinuxContainerSecurityContext) -> SecurityContext:
         ),
         privileged=sc.privileged,
         namespace_options=NamespaceOptions(
-            network=_NS_MODE[ns.network],
-            pid=_NS_MODE[ns.pid],
-            ipc=_NS_MODE[ns.ipc],
+            network=choice(pb.NamespaceMode, _NS_MODE, ns.network, "namespace_options.network"),
+            pid=choice(pb.NamespaceMode, _PID_MODE, ns.pid, "namespace_options.pid"),
+            ipc=choice(pb.NamespaceMode, _NS_MODE, ns.ipc, "namespace_options.ipc"),
             target_id=ns.target_id,
         ),
         run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
@@ -139,52 +158,67 @@ def _security(sc: pb.LinuxContainerSecurityContext) -> SecurityContext:
         run_as_group=sc.run_as_group.value if sc.HasField("run_as_group") else None,
         readonly_rootfs=sc.readonly_rootfs,
         supplemental_groups=tuple(sc.supplemental_groups),
-        supplemental_groups_policy=(
-            SupplementalGroupsPolicy.STRICT
-            if sc.supplemental_groups_policy == pb.Strict
-            else SupplementalGroupsPolicy.MERGE
+        supplemental_groups_policy=choice(
+            pb.SupplementalGroupsPolicy, _GROUPS_POLICY, sc.supplemental_groups_policy,
+            "supplemental_groups_policy",
         ),
         no_new_privs=sc.no_new_privs,
         # The kubelet always sends the lists it wants; empty means the defaults.
-        masked_paths=tuple(sc.masked_paths) or None,
-        readonly_paths=tuple(sc.readonly_paths) or None,
+        masked_paths=_paths(sc.masked_paths, "masked_paths") or None,
+        readonly_paths=_paths(sc.readonly_paths, "readonly_paths") or None,
         seccomp=_seccomp(sc),
     )
 
 
 def _env(kv: pb.KeyValue) -> tuple[str, str]:
+    name = shorten(kv.key)
+    if not kv.key or "=" in kv.key:
+        raise InvalidArgument(f"environment variable name {name} is empty or holds '='")
+    check_no_nul(kv.key, "environment variable name")
     try:
         value = kv.value.decode() if isinstance(kv.value, bytes) else str(kv.value)
     except UnicodeDecodeError:
-        raise InvalidArgument(f"environment variable {kv.key!r} is not valid UTF-8") from None
+        raise InvalidArgument(f"environment variable {name} is not valid UTF-8") from None
+    check_no_nul(value, f"environment variable {name}")
     return kv.key, value
+
+
+def _device(d: pb.Device) -> Device:
+    check_path(d.container_path, "device container_path")
+    check_path(d.host_path, "device host_path")
+    check_text(d.permissions, "device permissions", 3)
+    return Device(d.container_path, d.host_path, d.permissions or "rwm")
 
 
 def create_request(req: pb.CreateContainerRequest) -> CreateRequest:
     """The domain request of CreateContainer; InvalidArgument for unusable fields."""
     cfg = req.config
-    if not req.pod_sandbox_id:
-        raise InvalidArgument("CreateContainerRequest.pod_sandbox_id is empty")
-    if not cfg.metadata.name:
-        raise InvalidArgument("CreateContainerRequest.config.metadata.name is empty")
+    pod_id = object_id(req.pod_sandbox_id, "CreateContainerRequest.pod_sandbox_id",
+                       "the pod's id")  # fmt: skip
+    name = object_name(cfg.metadata.name, "CreateContainerRequest.config.metadata.name")
     if not cfg.image.image:
         raise InvalidArgument("CreateContainerRequest.config.image.image is empty")
+    check_text(cfg.image.image, "CreateContainerRequest.config.image.image", MAX_IMAGE_LEN)
     if cfg.CDI_devices:
         raise InvalidArgument("CDI devices are not supported by peapod")
+    if cfg.working_dir:
+        check_path(cfg.working_dir, "working_dir")
+    envs = tuple(_env(kv) for kv in cfg.envs)
+    # What the kernel cannot exec is refused now, not by a runtime under the pod's lock.
+    check_exec([*cfg.command, *cfg.args], [f"{k}={v}" for k, v in envs],
+               "the container command")  # fmt: skip
     linux = cfg.linux
     container = ContainerRequest(
         id="",
-        name=cfg.metadata.name,
+        name=name,
         command=tuple(cfg.command),
         args=tuple(cfg.args),
         working_dir=cfg.working_dir,
-        envs=tuple(_env(kv) for kv in cfg.envs),
+        envs=envs,
         mounts=tuple(_mount(m) for m in cfg.mounts),
-        devices=tuple(
-            Device(d.container_path, d.host_path, d.permissions or "rwm") for d in cfg.devices
-        ),
-        labels=dict(cfg.labels),
-        annotations=dict(cfg.annotations),
+        devices=tuple(_device(d) for d in cfg.devices),
+        labels=string_map(cfg.labels, "ContainerConfig.labels"),
+        annotations=string_map(cfg.annotations, "ContainerConfig.annotations"),
         tty=cfg.tty,
         stdin=cfg.stdin,
         stdin_once=cfg.stdin_once,
@@ -192,13 +226,14 @@ def create_request(req: pb.CreateContainerRequest) -> CreateRequest:
         security=_security(linux.security_context),
     )
     return CreateRequest(
-        pod_id=req.pod_sandbox_id,
+        pod_id=pod_id,
         container=container,
         attempt=cfg.metadata.attempt,
         image=cfg.image.image,
-        image_annotations=dict(cfg.image.annotations),
-        user_specified_image=cfg.image.user_specified_image,
-        log_path=cfg.log_path,
+        image_annotations=string_map(cfg.image.annotations, "ImageSpec.annotations"),
+        user_specified_image=check_text(cfg.image.user_specified_image,
+                                        "ImageSpec.user_specified_image", MAX_IMAGE_LEN),
+        log_path=check_log_path(cfg.log_path),
         stop_signal=signal_name(cfg.stop_signal),
     )
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +10,19 @@ from google.protobuf import json_format
 
 from api import api_pb2 as pb
 from base.errors import InvalidArgument
+from base.netaddr import ip_address
+from base.text import check_path, check_text
 from cni.capabilities import PortMapping
-from cri.call import require
+from cri.convert.validate import choice, object_name, string_map
 from sandbox import sysctls as sysctl_mod
 from sandbox.cgroup_paths import cgroup_path
 from sandbox.pod_config import CONTAINER, NODE, POD, PodConfig, PodMetadata
-from sandbox.pod_files import DnsConfig, render_resolv_conf, validate_hostname
+from sandbox.pod_files import (
+    MAX_HOSTNAME_LEN,
+    DnsConfig,
+    render_resolv_conf,
+    validate_hostname,
+)
 from sandbox.record import NOTREADY, READY, SandboxRecord
 from sandbox.store import SandboxFilter
 
@@ -27,34 +32,21 @@ if TYPE_CHECKING:
 _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
 _MODES = {pb.POD: POD, pb.CONTAINER: CONTAINER, pb.NODE: NODE}
 _PB_MODES = {POD: pb.POD, CONTAINER: pb.CONTAINER, NODE: pb.NODE}
-# Characters that would break the sandbox name, CNI_ARGS or paths.
-_BAD_ID_CHARS = re.compile(r"[\s/;=\x00-\x1f\x7f]")
-_MAX_ID_LEN = 253
-
-
-def _identity(value: str, field: str, example: str) -> str:
-    require(value, f"PodSandboxConfig.metadata.{field}", example)
-    if len(value) > _MAX_ID_LEN or _BAD_ID_CHARS.search(value):
-        raise InvalidArgument(
-            f"PodSandboxConfig.metadata.{field} {value!r} is not valid: at most {_MAX_ID_LEN} "
-            "characters, without whitespace, control characters, '/', ';' or '='"
-        )
-    return value
+_STATES = {pb.SANDBOX_READY: READY, pb.SANDBOX_NOTREADY: NOTREADY}
+_USERNS_MODES = {pb.NODE: NODE}
 
 
 def metadata(meta: pb.PodSandboxMetadata) -> PodMetadata:
     return PodMetadata(
-        name=_identity(meta.name, "name", "the pod's name"),
-        uid=_identity(meta.uid, "uid", "the pod's UID"),
-        namespace=_identity(meta.namespace, "namespace", "the pod's namespace"),
+        name=object_name(meta.name, "PodSandboxConfig.metadata.name"),
+        uid=object_name(meta.uid, "PodSandboxConfig.metadata.uid"),
+        namespace=object_name(meta.namespace, "PodSandboxConfig.metadata.namespace"),
         attempt=meta.attempt,
     )
 
 
 def _port_mapping(m: pb.PortMapping) -> PortMapping:
-    protocol = _PROTOCOLS.get(m.protocol)
-    if protocol is None:
-        raise InvalidArgument(f"port mapping protocol {m.protocol} is not TCP, UDP or SCTP")
+    protocol = choice(pb.Protocol, _PROTOCOLS, m.protocol, "port mapping protocol")
     if not 0 < m.container_port < 65536:
         raise InvalidArgument(
             f"port mapping container_port {m.container_port} is outside 1-65535"
@@ -62,23 +54,13 @@ def _port_mapping(m: pb.PortMapping) -> PortMapping:
     if not 0 <= m.host_port < 65536:
         raise InvalidArgument(f"port mapping host_port {m.host_port} is outside 0-65535")
     if m.host_ip:
-        try:
-            ipaddress.ip_address(m.host_ip)
-        except ValueError:
-            raise InvalidArgument(
-                f"port mapping host_ip {m.host_ip!r} is not an IP address"
-            ) from None
+        # No zone: the portmap plugin would skip such a mapping without a word.
+        ip_address(m.host_ip, "port mapping host_ip")
     return PortMapping(m.host_port, m.container_port, protocol, m.host_ip)
 
 
 def _mode(value: int, field: str) -> str:
-    mode = _MODES.get(value)
-    if mode is None:
-        raise InvalidArgument(
-            f"namespace_options.{field} mode {pb.NamespaceMode.Name(value)} is not supported for "
-            "a pod sandbox (use POD, CONTAINER or NODE)"
-        )
-    return mode
+    return choice(pb.NamespaceMode, _MODES, value, f"namespace_options.{field} mode")
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -94,14 +76,17 @@ def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
     network = _mode(ns.network, "network")
     ipc = _mode(ns.ipc, "ipc")
     pid = _mode(ns.pid, "pid")
-    if ns.HasField("userns_options") and ns.userns_options.mode != pb.NODE:
-        raise InvalidArgument("user namespaces (userns_options mode POD) are not supported")
+    if ns.HasField("userns_options"):
+        choice(pb.NamespaceMode, _USERNS_MODES, ns.userns_options.mode,
+               "user namespaces: userns_options mode")  # fmt: skip
     host_network, host_ipc = network == NODE, ipc == NODE
 
     if cfg.hostname and not host_network:
         validate_hostname(cfg.hostname)
-    if cfg.log_directory and not cfg.log_directory.startswith("/"):
-        raise InvalidArgument(f"log_directory {cfg.log_directory!r} must be an absolute path")
+    elif cfg.hostname:  # ignored (the host's is used), but recorded and shown
+        check_text(cfg.hostname, "hostname", MAX_HOSTNAME_LEN)
+    if cfg.log_directory:
+        check_path(cfg.log_directory, "log_directory")
     dns = None
     if cfg.HasField("dns_config"):
         dns = DnsConfig(
@@ -112,6 +97,8 @@ def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
         render_resolv_conf(dns)  # validates
     mappings = tuple(_port_mapping(m) for m in cfg.port_mappings)
     parent = linux.cgroup_parent
+    if parent:
+        check_path(parent, "cgroup_parent", absolute=False)
     if parent and parent != "/":
         cgroup_path(parent, config.cgroup_manager)  # validates
     sysctls = dict(linux.sysctls)
@@ -125,8 +112,8 @@ def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
         log_directory=cfg.log_directory,
         dns=dns,
         port_mappings=mappings,
-        labels=dict(cfg.labels),
-        annotations=dict(cfg.annotations),
+        labels=string_map(cfg.labels, "PodSandboxConfig.labels"),
+        annotations=string_map(cfg.annotations, "PodSandboxConfig.annotations"),
         cgroup_parent=parent,
         sysctls=sysctls,
         host_network=host_network,
@@ -237,7 +224,7 @@ def verbose_info(rec: SandboxRecord) -> dict[str, str]:
 def sandbox_filter(flt: pb.PodSandboxFilter) -> SandboxFilter:
     state = None
     if flt.HasField("state"):
-        state = READY if flt.state.state == pb.SANDBOX_READY else NOTREADY
+        state = choice(pb.PodSandboxState, _STATES, flt.state.state, "filter state")
     labels: Mapping[str, str] = dict(flt.label_selector)
     return SandboxFilter(id=flt.id, state=state, labels=labels)
 

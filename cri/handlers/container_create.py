@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
-from cri.call import call_context, require
+from cri.call import call_context, object_id
 from cri.convert.container import create_request
 
 if TYPE_CHECKING:
@@ -28,6 +28,6 @@ def start_container(
     d: Services, req: pb.StartContainerRequest, ctx: grpc.ServicerContext
 ) -> pb.StartContainerResponse:
     """Run a created container's process."""
-    ctr_id = require(req.container_id, "StartContainerRequest.container_id", "a container id")
+    ctr_id = object_id(req.container_id, "StartContainerRequest.container_id", "a container id")
     d.containers.start(ctr_id, call_context(ctx, f"start of container {ctr_id}"))
     return pb.StartContainerResponse()

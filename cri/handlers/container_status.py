@@ -8,7 +8,7 @@ import grpc
 
 from api import api_pb2 as pb
 from base.errors import PeapodError
-from cri.call import require
+from cri.call import object_id
 from cri.convert.container import (
     container_filter,
     to_pb_container,
@@ -28,7 +28,7 @@ def container_status(
     d: Services, req: pb.ContainerStatusRequest, ctx: grpc.ServicerContext
 ) -> pb.ContainerStatusResponse:
     """State, times, exit code and reason, image, mounts, log path; verbose adds pid and spec."""
-    ctr_id = require(req.container_id, "ContainerStatusRequest.container_id", "a container id")
+    ctr_id = object_id(req.container_id, "ContainerStatusRequest.container_id", "a container id")
     rec = d.containers.status(ctr_id)
     info: dict[str, str] = {}
     if req.verbose:

@@ -8,8 +8,8 @@ import grpc
 
 from api import api_pb2 as pb
 from base.errors import InvalidArgument
-from cri.call import call_context, require
-from cri.convert.container import resources
+from cri.call import call_context, object_id
+from cri.convert.resources import resources
 
 if TYPE_CHECKING:
     from cri.services import Services
@@ -19,7 +19,7 @@ def update_container_resources(
     d: Services, req: pb.UpdateContainerResourcesRequest, ctx: grpc.ServicerContext
 ) -> pb.UpdateContainerResourcesResponse:
     """Apply new cgroup limits to a created or running container."""
-    ctr_id = require(
+    ctr_id = object_id(
         req.container_id, "UpdateContainerResourcesRequest.container_id", "a container id"
     )
     if not req.HasField("linux"):
@@ -34,6 +34,6 @@ def reopen_container_log(
     d: Services, req: pb.ReopenContainerLogRequest, ctx: grpc.ServicerContext
 ) -> pb.ReopenContainerLogResponse:
     """Have the container's monitor start a new log file at the same path."""
-    ctr_id = require(req.container_id, "ReopenContainerLogRequest.container_id", "a container id")
+    ctr_id = object_id(req.container_id, "ReopenContainerLogRequest.container_id", "a container id")
     d.containers.reopen_log(ctr_id)
     return pb.ReopenContainerLogResponse()

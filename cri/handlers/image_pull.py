@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.text import check_text, shorten
 from cri.call import call_context, require
+from cri.convert.container import MAX_IMAGE_LEN
 from oci.image.registry_auth import Credentials
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ def credentials(auth: pb.AuthConfig) -> Credentials | None:
         auth=auth.auth,
         identity_token=auth.identity_token,
         registry_token=auth.registry_token,
-    )
+    ).validate()
 
 
 def pull_image(
@@ -36,7 +38,10 @@ def pull_image(
         req.image.image, "PullImageRequest.image.image",
         "an image reference such as docker.io/library/busybox:latest",
     )
+    check_text(image, "PullImageRequest.image.image", MAX_IMAGE_LEN)
     creds = credentials(req.auth) if req.HasField("auth") else None
     server = req.auth.server_address if req.HasField("auth") else ""
-    record = d.images.pull(image, creds, call_context(ctx, f"pull of {image}"), server)
+    check_text(server, "AuthConfig.server_address", MAX_IMAGE_LEN)
+    what = f"pull of {shorten(image)}"
+    record = d.images.pull(image, creds, call_context(ctx, what), server)
     return pb.PullImageResponse(image_ref=record.id)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
+from base.errors import InvalidArgument
+from base.netaddr import ip_network
 from cri import config as configmod
 
 if TYPE_CHECKING:
@@ -75,8 +77,16 @@ def runtime_config(
 def update_runtime_config(
     d: Services, req: pb.UpdateRuntimeConfigRequest, ctx: grpc.ServicerContext
 ) -> pb.UpdateRuntimeConfigResponse:
-    """Record the pod CIDR the kubelet hands down."""
+    """Record the pod CIDR (or comma-separated CIDRs, dual-stack) the kubelet hands down."""
     cidr = req.runtime_config.network_config.pod_cidr
+    if cidr:
+        parts = cidr.split(",", 2)
+        if len(parts) > 2:
+            raise InvalidArgument(
+                "UpdateRuntimeConfigRequest pod_cidr names more than two CIDRs (one per family)"
+            )
+        for part in parts:
+            ip_network(part, "UpdateRuntimeConfigRequest pod_cidr")
     if cidr and cidr != d.pod_cidr:
         log.info("pod CIDR set", extra={"pod_cidr": cidr})
         d.pod_cidr = cidr

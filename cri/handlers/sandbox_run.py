@@ -8,6 +8,7 @@ import grpc
 
 from api import api_pb2 as pb
 from base.errors import InvalidArgument
+from base.text import check_text
 from cri.call import call_context
 from cri.convert import sandbox as sandbox_convert
 
@@ -21,7 +22,7 @@ def run_pod_sandbox(
     """Create and start a pod sandbox: namespaces, files, shm, cgroup, network."""
     if not req.HasField("config"):
         raise InvalidArgument("RunPodSandboxRequest.config is missing")
-    handler = req.runtime_handler
+    handler = check_text(req.runtime_handler, "RunPodSandboxRequest.runtime_handler", 255)
     d.runtimes.get(handler)  # InvalidArgument naming the configured handlers if unknown
     config = sandbox_convert.pod_config(req.config, d.config)
     name = config.metadata.sandbox_name()

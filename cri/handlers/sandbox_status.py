@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from api import api_pb2 as pb
-from cri.call import require
+from cri.call import object_id
 from cri.convert import sandbox as sandbox_convert
 from cri.convert.item_cache import ItemCache
 from sandbox.record import SandboxRecord
@@ -24,7 +24,7 @@ def pod_sandbox_status(
     d: Services, req: pb.PodSandboxStatusRequest, ctx: grpc.ServicerContext
 ) -> pb.PodSandboxStatusResponse:
     """State, IPs, metadata and namespace options of one pod; verbose adds an info map."""
-    pod_id = require(req.pod_sandbox_id, "PodSandboxStatusRequest.pod_sandbox_id",
+    pod_id = object_id(req.pod_sandbox_id, "PodSandboxStatusRequest.pod_sandbox_id",
                      "the id RunPodSandbox returned")
     rec = d.pods.get(pod_id)
     info = sandbox_convert.verbose_info(rec) if req.verbose else {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from base.errors import InvalidArgument
@@ -54,10 +54,12 @@ def _found(rootfs: str, path: str, mounts: list[str]) -> bool:
     return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
 
 
-def check_executable(spec: dict[str, Any], rootfs: str) -> None:
-    """InvalidArgument unless the spec's ``process.args[0]`` can be executed."""
+def check_executable(spec: dict[str, Any], rootfs: str, argv: Sequence[str] = ()) -> None:
+    """InvalidArgument unless ``argv[0]`` (default: the spec's process) can be executed."""
     process = spec["process"]
-    command = process["args"][0]
+    command = (argv or process["args"])[0]
+    if not command:
+        raise InvalidArgument("the container command is empty")
     cwd = process.get("cwd") or "/"
     mounts = [posixpath.normpath(m["destination"]) for m in spec.get("mounts", [])]
     if "/" in command:

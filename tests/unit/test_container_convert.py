@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,9 @@ def test_basic_fields_map_to_the_domain_request() -> None:
     assert c.tty and not c.stdin
 
 
-def test_security_context_namespaces_and_resources() -> None:
+def test_security_context_namespaces_and_resources(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
     sc = pb.LinuxContainerSecurityContext(
         capabilities=pb.Capability(add_capabilities=["NET_ADMIN"], drop_capabilities=["ALL"]),
         privileged=False,
@@ -73,7 +76,7 @@ def test_security_context_namespaces_and_resources() -> None:
         no_new_privs=True,
         masked_paths=["/proc/x"],
         seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.Localhost,
-                                   localhost_ref="/p.json"),
+                                   localhost_ref=str(profile)),
     )
     res = pb.LinuxContainerResources(
         cpu_shares=512, cpu_quota=50000, cpu_period=100000, memory_limit_in_bytes=1 << 26,
@@ -92,7 +95,8 @@ def test_security_context_namespaces_and_resources() -> None:
     assert s.supplemental_groups_policy is SupplementalGroupsPolicy.STRICT
     assert s.masked_paths == ("/proc/x",) and s.readonly_paths is None
     assert s.seccomp is not None and s.seccomp.type is SeccompProfileType.LOCALHOST
-    assert s.seccomp.localhost_ref == "/p.json"
+    assert s.seccomp.localhost_ref == str(profile)
+    assert s.seccomp.loaded == {"defaultAction": "SCMP_ACT_ALLOW"}  # read before the pod lock
     r = out.container.resources
     assert (r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes) == (
         512, 50000, 100000, 1 << 26,
