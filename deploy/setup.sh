@@ -22,6 +22,8 @@ packages=(python3 python3-venv python3-dev util-linux iproute2 iptables runc cru
   containernetworking-plugins catatonit zstd)
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(docker-registry busybox-static apache2-utils)
+  # critest's stand-in images: pgrep (procps) and nnp, a setuid C program (gcc, libc6-dev)
+  packages+=(procps gcc libc6-dev)
 fi
 if [ "$mode" = bench ]; then
   packages+=(containerd)
