@@ -37,6 +37,7 @@ REPO = HERE.parents[1]
 for _path in (REPO, HERE.parent, HERE):  # peapod's api package, tests/support, this folder
     sys.path.insert(0, str(_path))
 
+from critest_bench import run_critest_bench  # noqa: E402
 from environment import BenchEnvironment  # noqa: E402
 from report import table, write_json  # noqa: E402
 from runtimes import (  # noqa: E402
@@ -85,8 +86,11 @@ def parse_args() -> argparse.Namespace:
         "--scenarios",
         default="1,2,3,4,5,6",
         help="which scenarios to run (5 and 6 use the pods 2 starts, so 2 runs too; "
-        "7, scale, is not in the default set: --scenarios 7 --scale-pods N)",
+        "7, scale, is not in the default set: --scenarios 7 --scale-pods N; "
+        "nor is 8, critest -benchmark: --scenarios 8 --critest-samples N)",
     )
+    p.add_argument("--critest-samples", type=int, default=20,
+                   help="lifecycles of each kind critest times in scenario 8 (--quick: 4)")
     p.add_argument("--scale-pods", type=int, default=500,
                    help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
@@ -225,7 +229,8 @@ def main() -> int:
         run = Comparison(runtimes, env.images, settings, hook)
         print(f"network {env.subnet.network} on bridge {env.bridge}; preparing images", flush=True)
         run_scenarios(run, set(args.scenarios.split(",")),
-                      30 if args.quick else args.scale_pods)
+                      30 if args.quick else args.scale_pods,
+                      4 if args.quick else args.critest_samples)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -286,7 +291,8 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
     print(f"\n{what}: {out}  ({time.monotonic() - t_start:.0f} s)")
 
 
-def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int) -> None:
+def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
+                  critest_samples: int) -> None:
     """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
     run.prepare()
     if "1" in wanted:
@@ -304,6 +310,8 @@ def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int) -> None:
         run.concurrent_teardown()
     if "7" in wanted:
         run_scale(run, scale_pods)
+    if "8" in wanted:
+        run_critest_bench(run, critest_samples)
 
 
 if __name__ == "__main__":
