@@ -270,9 +270,10 @@ class CritestImages:
     host: str
     images: dict[str, BuiltImage] = field(default_factory=dict)
 
-    def registries_conf(self) -> str:
-        """registries.conf v2 mirroring each upstream to ``<host>/<upstream>`` (plain HTTP)."""
-        lines = ["unqualified-search-registries = []", ""]
+    def registries_conf(self, search: bool = True) -> str:
+        """registries.conf v2 mirroring each upstream to ``<host>/<upstream>`` (plain HTTP);
+        without ``search``, a drop-in that leaves the short-name search list alone."""
+        lines = ["unqualified-search-registries = []", ""] if search else []
         for upstream in UPSTREAMS:
             lines += [
                 "[[registry]]",
