@@ -6,7 +6,8 @@ Run as root from the repository root:
 
 It runs the pytest module with ``PEAPOD_HOSTILE_EXAMPLES=N`` per rpc (default 300), the
 given seed and wall-clock budget (default 540 s; each rpc still sends at least 5), then
-prints requests sent and the histogram of codes received per rpc, and the failures.
+prints requests sent and the histogram of codes received per rpc, and each distinct
+failure (kind and the daemon's error) with its count.
 Exit status is pytest's.
 """
 
@@ -58,6 +59,11 @@ def main() -> int:
         print(f"{rpc:26} {sum(codes.values()):5}  {shown}{extra}")
     print(f"{'total':26} {sum(totals.values()):5}  "
           + ", ".join(f"{k} {v}" for k, v in totals.most_common()))
+    failures = data.get("failures", {})
+    print(f"\nfailures by kind and daemon error ({sum(map(len, failures.values()))} distinct):")
+    for rpc, signatures in failures.items():
+        for text, count in sorted(signatures.items(), key=lambda kv: -kv[1]):
+            print(f"  {rpc:26} {count:5}  {text[:150]}")
     return run.returncode
 
 

@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from support.census import Census, Snapshot, describe, leaks
 from support.cri_requests import (
     IMAGE_RPCS,
@@ -82,7 +84,7 @@ CGROUP_ROOTS = sorted({Path(line.split()[4]) for line in Path("/proc/self/mounti
                        .splitlines() if " - cgroup" in line})
 WATCHED = [Path("/"), Path("/etc"), Path("/tmp"), Path("/var"), Path("/run"), REPO, *CGROUP_ROOTS]
 # Directories other processes write to while the suite runs: a new entry there counts
-# only if it carries TAG or its name is in the request.
+# only if it carries TAG or its name is in the request (at a cgroup root: only TAG).
 SHARED = {Path("/tmp"), Path("/run"), REPO}
 
 
@@ -304,6 +306,8 @@ class Stats:
         default_factory=lambda: collections.defaultdict(collections.Counter))
     unbuildable: collections.Counter[str] = field(default_factory=collections.Counter)
     over_budget: collections.Counter[str] = field(default_factory=collections.Counter)
+    signatures: dict[str, collections.Counter[str]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
 
     def sent(self, rpc: str) -> int:
         return sum(self.codes[rpc].values())
@@ -497,13 +501,28 @@ def unexpected(new: set[str], allowed: list[str], request: bytes) -> list[str]:
     for path in sorted(new):
         if any(path == a or path.startswith(a + "/") for a in allowed):
             continue
-        name = os.path.basename(path)
-        if TAG not in path and Path(path).parent in SHARED and name.encode() not in request:
-            continue  # another process on this machine
-        if TAG not in path and FOREIGN.match(name):
-            continue  # another test process's temp dir or cgroup parent
+        name, parent = os.path.basename(path), Path(path).parent
+        if TAG not in path:
+            if parent in CGROUP_ROOTS:
+                continue  # other tests' cgroup parents; a made-up one carries TAG
+            if parent in SHARED and name.encode() not in request:
+                continue  # another process on this machine
+            if FOREIGN.match(name):
+                continue  # another test process's temp dir
         bad.append(path)
     return bad
+
+
+CRASH_TEXT = re.compile(r"([A-Z]\w*(?:Error|Exception): [^\"\\]{0,100})")
+ERROR_TEXT = re.compile(r'error=\\?"((?:[^"\\]|\\.){0,140})')
+
+
+def signature(kind: str, detail: str) -> str:
+    """A failure's kind and the daemon's error, ids and long runs cut, for counting."""
+    found = CRASH_TEXT.findall(detail) or ERROR_TEXT.findall(detail)
+    text = re.sub(r"[0-9a-f]{64}", "<id>", found[-1] if found else detail[:100])
+    text = re.sub(r"(.)\1{9,}", r"\1...", text.replace('\\"', '"'))
+    return f"{kind}: {text}"
 
 
 # ---- fixtures ----------------------------------------------------------------------
@@ -519,6 +538,8 @@ def hostile(registry: Registry, test_images: StandardImages) -> Iterator[Hostile
     print(f"\nhostile input: seed {SEED}, {EXAMPLES} examples per rpc, budget {BUDGET:.0f} s, "
           f"tag {TAG}; reproduce with PEAPOD_HOSTILE_SEED={SEED} "
           f"PEAPOD_HOSTILE_EXAMPLES={EXAMPLES}")
+    home = tempfile.mkdtemp(prefix="peapod-hypothesis-")
+    set_hypothesis_home_dir(home)  # its caches, which would land in the working directory
     state = HostState()
     h = Hostile(registry, test_images)
     try:
@@ -529,12 +550,13 @@ def hostile(registry: Registry, test_images: StandardImages) -> Iterator[Hostile
             Path(STATS).write_text(json.dumps({
                 "seed": SEED, "examples": EXAMPLES, "codes": h.stats.codes,
                 "unbuildable": h.stats.unbuildable, "over_budget": h.stats.over_budget,
-                "failures": {rpc: {kind: len(v) for kind, v in kinds.items()}
-                             for rpc, kinds in h.failures.items() if kinds},
+                "failures": {rpc: dict(sigs) for rpc, sigs in h.stats.signatures.items()
+                             if sigs},
                 "seconds": time.monotonic() - h.started}, indent=1))
         h.remove_tagged()
         h.env.sweep()
         state.restore()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # ---- the tests ---------------------------------------------------------------------
@@ -580,6 +602,7 @@ def test_hostile_requests(hostile: Hostile, rpc: str) -> None:
             h.peapod.stop()
             h.channel = None
             h.peapod.start()
+            h.census.ignore_pids.add(h.daemon_pid())
         t0 = time.monotonic()
         try:
             h.rt.Version(pb.VersionRequest(), timeout=2)
@@ -599,6 +622,7 @@ def test_hostile_requests(hostile: Hostile, rpc: str) -> None:
             found.append(("left cgroups after its pods were removed", str(leftovers)))
         for kind, detail in found:
             h.failures[rpc].setdefault(kind, []).append(f"{what}: {kind}\n{detail}")
+            h.stats.signatures[rpc][signature(kind, detail)] += 1
 
     # Every example runs; the first few of each kind of failure are reported at the end.
     check()
