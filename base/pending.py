@@ -19,7 +19,9 @@ within the caller's:
   waits for that, then starts afresh.
 
 ``close`` cancels running work (it rolls back) and waits for it a bounded time;
-kept results are left as they are.
+kept results are left as they are. ``cancel_group`` cancels the running work of one
+``group`` (e.g. the containers being created in a pod that is being stopped): it rolls
+back, its waiting starter gets the error, and nothing is kept.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ REAP_POLL = 1.0  # the reaper looks at the clock at least this often
 class _Entry(Generic[T]):
     """One key's work: its context, thread, state and outcome."""
 
-    def __init__(self, key: str, ctx: CallContext) -> None:
+    def __init__(self, key: str, ctx: CallContext, group: str) -> None:
         self.key = key
         self.ctx = ctx
+        self.group = group
+        self.cancelled_why = ""  # set by cancel_group
         self.state = RUNNING
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -86,12 +90,14 @@ class PendingResults(Generic[T]):
         ctx: CallContext,
         admit: Callable[[], None] | None = None,
         what: str = "",
+        group: str = "",
     ) -> T:
         """The result for ``key``: kept, awaited, or from ``work`` started now.
 
         ``work`` runs under a context of its own that expires after ``timeout``
         seconds (``what`` describes it in its errors); ``admit``, called before
-        starting fresh work, may refuse by raising.
+        starting fresh work, may refuse by raising. Work started now belongs to
+        ``group`` (see ``cancel_group``).
         """
         mine: _Entry[T] | None = None
         with self._cond:
@@ -102,7 +108,7 @@ class PendingResults(Generic[T]):
                 if entry is None:
                     if admit is not None:
                         admit()
-                    entry = mine = self._start(key, work, timeout, what or ctx.what)
+                    entry = mine = self._start(key, work, timeout, what or ctx.what, group)
                 if entry.state == KEPT:
                     return self._claim(entry, ctx, handed=entry is not mine)
                 entry.waiters += 1
@@ -154,9 +160,9 @@ class PendingResults(Generic[T]):
 
     # ---- the work -----------------------------------------------------------
     def _start(
-        self, key: str, work: Callable[[CallContext], T], timeout: float, what: str
+        self, key: str, work: Callable[[CallContext], T], timeout: float, what: str, group: str
     ) -> _Entry[T]:
-        entry: _Entry[T] = _Entry(key, CallContext.with_timeout(timeout, what))
+        entry: _Entry[T] = _Entry(key, CallContext.with_timeout(timeout, what), group)
         entry.thread = threading.Thread(
             target=self._work, args=(entry, work), name=f"{self._name}-work", daemon=True
         )
@@ -168,6 +174,8 @@ class PendingResults(Generic[T]):
         try:
             result = work(entry.ctx)
         except BaseException as exc:
+            if isinstance(exc, Cancelled) and entry.cancelled_why:
+                exc = Cancelled(f"{entry.ctx.what} was cancelled: {entry.cancelled_why}")
             with self._cond:
                 entry.state, entry.error = _FAILED, exc
                 self._forget(entry)
@@ -248,6 +256,23 @@ class PendingResults(Generic[T]):
                     continue
             for entry in due:
                 self._discard_one(entry)
+
+    # ---- cancellation ------------------------------------------------------------
+    def cancel_group(self, group: str, why: str) -> list[str]:
+        """Cancel the running work of ``group`` because ``why``; returns its keys.
+
+        Work that heeds its context rolls back and fails with Cancelled, which
+        its waiting starter receives, saying ``why``; nothing is kept for a
+        retry. Kept results of the group are left as they are.
+        """
+        with self._cond:
+            running = [e for e in self._entries.values()
+                       if e.state == RUNNING and e.group == group]
+            for entry in running:
+                entry.cancelled_why = why
+        for entry in running:
+            entry.ctx.cancel()
+        return [e.key for e in running]
 
     # ---- shut-down ---------------------------------------------------------------
     def close(self, wait: float) -> None:

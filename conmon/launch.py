@@ -5,7 +5,9 @@ may then move it into a monitor cgroup and releases it with one byte. conmon's
 first process writes the monitor's pid to the ``-P`` pidfile and exits; the
 monitor (re-parented away from peapod) runs ``<runtime> create`` and reports
 ``{"pid": N}`` on the sync pipe. On any failure everything started is killed
-and the runtime's state is deleted.
+and the runtime's state is deleted. Every wait looks at the caller's context
+at least every ``CANCEL_POLL`` seconds, so a cancelled create (its pod being
+stopped) ends at once, killing what it started, even while the runtime hangs.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from base.cancel import CallContext
 from base.errors import DeadlineExceeded, Internal, PeapodError
 from conmon import files, procs
 from conmon.argv import CreateOptions, create_argv, monitor_env
 from conmon.paths import MonitorPaths
-from conmon.sync_pipe import SyncReader, runtime_error_text
+from conmon.sync_pipe import CANCEL_POLL, SyncReader, runtime_error_text
 
 # How long conmon's first process may take to exit after the start byte.
 _FIRST_EXIT_GRACE = 5.0
@@ -59,14 +62,16 @@ def create_container(
     env: Mapping[str, str] | None = None,
     timeout: float = 240.0,
     syslog: bool = True,
+    ctx: CallContext | None = None,
 ) -> Created:
     """Have conmon run ``<runtime> create`` for the bundle in ``paths``.
 
     ``cgroup_procs_path`` is a ``cgroup.procs`` file (or several, one per
     hierarchy) conmon is moved into before it may fork. Raises Internal with
-    the runtime's own message when create fails and DeadlineExceeded after
-    ``timeout`` seconds; either way no conmon, runtime state or container
-    process is left behind.
+    the runtime's own message when create fails, DeadlineExceeded after
+    ``timeout`` seconds, and ``ctx``'s Cancelled or DeadlineExceeded within
+    ``CANCEL_POLL`` seconds of it; in every case no conmon, runtime state or
+    container process is left behind.
     """
     opts = CreateOptions(
         tty=tty,
@@ -82,9 +87,9 @@ def create_container(
     with tempfile.TemporaryFile() as stderr:
         launch = _Launch(argv, paths, runtime_path, runtime_root, ctr_id, systemd_cgroup, stderr)
         try:
-            return launch.run(env, cgroup_procs_path, deadline)
+            return launch.run(env, cgroup_procs_path, deadline, ctx)
         except BaseException:
-            launch.abort()
+            launch.abort(prompt=ctx is not None and ctx.cancelled)
             raise
         finally:
             launch.close()
@@ -122,6 +127,7 @@ class _Launch:
         env: Mapping[str, str] | None,
         cgroup_procs_path: str | Sequence[str] | None,
         deadline: float,
+        ctx: CallContext | None,
     ) -> Created:
         for stale in (self.paths.pidfile, self.paths.conmon_pidfile):
             with contextlib.suppress(FileNotFoundError):
@@ -151,10 +157,10 @@ class _Launch:
         for procs_path in cgroup_procs_path or ():
             self._join_cgroup(procs_path)
         self._release()
-        self._wait_first_exit(deadline)
+        self._wait_first_exit(deadline, ctx)
 
         reader = SyncReader(self.sock)
-        msg = reader.read(deadline, f"the pid of container {self.ctr_id}")
+        msg = reader.read(deadline, f"the pid of container {self.ctr_id}", ctx)
         if msg is None:
             raise Internal(
                 f"conmon exited without reporting the pid of container {self.ctr_id}"
@@ -194,15 +200,20 @@ class _Launch:
         self.start_sock.close()
         self.start_sock = None
 
-    def _wait_first_exit(self, deadline: float) -> None:
+    def _wait_first_exit(self, deadline: float, ctx: CallContext | None) -> None:
         assert self.proc is not None
-        left = deadline - time.monotonic()
-        try:
-            rc = self.proc.wait(timeout=max(left, 0.0))
-        except subprocess.TimeoutExpired:
-            raise DeadlineExceeded(
-                f"conmon for container {self.ctr_id} did not daemonise in time"
-            ) from None
+        while True:
+            if ctx is not None:
+                ctx.check()
+            left = deadline - time.monotonic()
+            try:
+                rc = self.proc.wait(timeout=max(min(left, CANCEL_POLL), 0.0))
+                break
+            except subprocess.TimeoutExpired:
+                if left <= CANCEL_POLL:
+                    raise DeadlineExceeded(
+                        f"conmon for container {self.ctr_id} did not daemonise in time"
+                    ) from None
         if rc != 0:
             raise Internal(
                 f"conmon failed for container {self.ctr_id} with exit status {rc}"
@@ -215,16 +226,22 @@ class _Launch:
         text = self.stderr.read(4096).decode(errors="replace").strip()
         return f": {text}" if text else ""
 
-    def abort(self) -> None:
-        """Kill conmon and what it started; delete any runtime state."""
+    def abort(self, prompt: bool = False) -> None:
+        """Kill conmon and what it started; delete any runtime state.
+
+        ``prompt`` (the create was cancelled): a first conmon process still
+        running is not given its grace to exit but killed with its children.
+        """
         pids: list[int] = []
         if self.proc is not None and self.proc.poll() is None:
-            if self.started:
+            if self.started and not prompt:
                 # Past the start pipe it forks and exits at once; killing it
                 # now could orphan a monitor whose pid was never written.
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=_FIRST_EXIT_GRACE)
             if self.proc.poll() is None:
+                # Its tree, frozen first: a monitor it forked cannot slip away.
+                pids += procs.kill_tree(self.proc.pid, not_before_ticks=self.launched_ticks)
                 self.proc.kill()
                 self.proc.wait()
         monitor = _quiet_pid(self.paths.conmon_pidfile)

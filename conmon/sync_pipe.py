@@ -14,10 +14,12 @@ import socket
 import time
 from dataclasses import dataclass
 
+from base.cancel import CallContext
 from base.errors import DeadlineExceeded, Internal
 
 TIMED_OUT_MESSAGE = "command timed out"
 _MAX_LINE = 1 << 20
+CANCEL_POLL = 0.1  # seconds between looks at the caller's context while waiting
 # runc logs errors logfmt-style: time="..." level=error msg="..."
 _LOGFMT_MSG = re.compile(r'\blevel=(\w+)\b.*?\bmsg="((?:[^"\\]|\\.)*)"')
 
@@ -70,19 +72,26 @@ class SyncReader:
         self._sock = sock
         self._buf = b""
 
-    def read(self, deadline: float | None, what: str) -> SyncMessage | None:
+    def read(
+        self, deadline: float | None, what: str, ctx: CallContext | None = None
+    ) -> SyncMessage | None:
         """The next message, or None if conmon closed the pipe first.
 
         ``deadline`` is a ``time.monotonic()`` value; past it, DeadlineExceeded
-        names ``what`` was being waited for.
+        names ``what`` was being waited for. ``ctx`` is looked at every
+        ``CANCEL_POLL`` seconds: its Cancelled or DeadlineExceeded ends the wait.
         """
         while b"\n" not in self._buf:
+            if ctx is not None:
+                ctx.check()
             if deadline is None:
                 wait = None
             else:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     raise DeadlineExceeded(f"timed out waiting for conmon to report {what}")
+            if ctx is not None:
+                wait = CANCEL_POLL if wait is None else min(wait, CANCEL_POLL)
             ready, _, _ = select.select([self._sock], [], [], wait)
             if not ready:
                 continue

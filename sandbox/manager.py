@@ -2,7 +2,9 @@
 
 Concurrency: every pod has its own lock, held while that pod is built,
 stopped or removed (and by the containers code while it creates a container
-in the pod). No lock shared by all pods is held across a subprocess or CNI
+in the pod). Stop and Remove first cancel the pod's container creations in
+flight (``PodContainers.creations_held``), so a hung runtime does not hold
+them up. No lock shared by all pods is held across a subprocess or CNI
 call, so slow work on one pod never blocks calls about others. Status and
 list calls read the in-memory snapshots of ``SandboxStore`` and take no lock.
 
@@ -18,7 +20,9 @@ runs on its own thread within ``create_timeout``, not the caller's deadline. A
 pod finished after its caller gave up is kept, hidden from List, for
 ``keep_for`` seconds and handed to the retry with the same name (metadata and
 attempt). Unclaimed, it is removed: its id never reached the kubelet, so
-nothing can be using it, and the kubelet's next attempt builds a new one.
+nothing can be using it, and the kubelet's next attempt builds a new one. A pod
+still being built is not found by Stop or Remove (NotFound, at once): its id
+has not been handed out yet.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Protocol
 
@@ -62,9 +66,15 @@ class PodContainers(Protocol):
     def remove_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
         """Remove every container of the pod, with its state rows."""
 
+    def creations_held(self, pod_id: str) -> AbstractContextManager[None]:
+        """Cancel the pod's container creations in flight; refuse new ones until exit."""
+
 
 class NoContainers:
     """The seam's default until the containers part is wired in: nothing to do."""
+
+    def creations_held(self, pod_id: str) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def stop_pod_containers(self, pod_id: str, ctx: CallContext) -> None:
         pass
@@ -86,6 +96,8 @@ class PodManager:
         self.network = network
         self.containers: PodContainers = containers or NoContainers()
         self._names = NameReservations()
+        self._building: set[str] = set()  # ids of pods whose build runs, not yet in the store
+        self._building_guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._retrier = BackgroundRetrier(self._retry_teardown, name="cni-del-retry")
@@ -136,6 +148,23 @@ class PodManager:
             raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
         return rec
 
+    def _find_built(self, id_or_prefix: str) -> SandboxRecord | None:
+        """``find``, but NotFound for the id (or a prefix of it) of a pod being built.
+
+        Its build holds the pod's lock for up to ``create_timeout`` (a hung CNI
+        ADD): a Stop or Remove must neither wait for it nor claim success.
+        """
+        rec = self.find(id_or_prefix)
+        if rec is None and id_or_prefix:
+            with self._building_guard:
+                building = next((i for i in self._building if i.startswith(id_or_prefix)), None)
+            if building is not None:
+                raise NotFound(
+                    f"pod sandbox {building} is still being created; its id has not been "
+                    "handed out, so it cannot be stopped or removed yet"
+                )
+        return rec
+
     def list(self, flt: SandboxFilter | None = None) -> list[SandboxRecord]:
         """The pods matching ``flt``, but none built for a caller that has not had it yet."""
         return [r for r in self.store.list(flt) if not self._late.holds(r.name)]
@@ -168,6 +197,8 @@ class PodManager:
         name = config.metadata.sandbox_name()
         pod_id = secrets.token_hex(32)
         self._names.acquire(name, pod_id)
+        with self._building_guard:
+            self._building.add(pod_id)
         try:
             network = None if config.host_network else self.network.wait_ready(ctx)
             rec = new_record(self.settings, pod_id, config, runtime_handler)
@@ -185,6 +216,9 @@ class PodManager:
                 self._names.release(name, pod_id)
                 self._drop_lock(pod_id)
             raise
+        finally:
+            with self._building_guard:
+                self._building.discard(pod_id)
         log.info("pod sandbox ready", extra={"pod": pod_id, "pod_name": name, "ips": rec.ips})
         return pod_id
 
@@ -197,11 +231,14 @@ class PodManager:
 
     # ---- StopPodSandbox -------------------------------------------------
     def stop(self, id_or_prefix: str, ctx: CallContext) -> None:
-        """Stop the pod; an unknown or already stopped pod is a success."""
-        rec = self.find(id_or_prefix)
+        """Stop the pod; an unknown or already stopped pod is a success.
+
+        NotFound for a pod still being built (its id was not handed out yet).
+        """
+        rec = self._find_built(id_or_prefix)
         if rec is None:
             return
-        with self.lock(rec.id, ctx):
+        with self.containers.creations_held(rec.id), self.lock(rec.id, ctx):
             current = self.store.get(rec.id)
             if current is not None:
                 self._stop_locked(current, ctx)
@@ -236,11 +273,14 @@ class PodManager:
 
     # ---- RemovePodSandbox -----------------------------------------------
     def remove(self, id_or_prefix: str, ctx: CallContext) -> None:
-        """Stop if needed, then delete everything of the pod; unknown pods are a success."""
-        rec = self.find(id_or_prefix)
+        """Stop if needed, then delete everything of the pod; unknown pods are a success.
+
+        NotFound for a pod still being built (its id was not handed out yet).
+        """
+        rec = self._find_built(id_or_prefix)
         if rec is None:
             return
-        with self.lock(rec.id, ctx):
+        with self.containers.creations_held(rec.id), self.lock(rec.id, ctx):
             current = self.store.get(rec.id)
             if current is None:
                 return

@@ -10,7 +10,10 @@ The steps, each undone in reverse order if a later one fails:
 5. have conmon run ``<runtime> create``; conmon joins the pod's cgroup first so a
    service manager stopping the daemon does not take it along.
 
-The caller holds the pod's lock, so the pod cannot be stopped or removed meanwhile.
+The caller holds the pod's lock, so the pod cannot be stopped or removed meanwhile;
+StopPodSandbox and RemovePodSandbox cancel the build's context instead of waiting for
+it. Every blocking step heeds that context (conmon's launch looks at it while it
+waits on the runtime), and a cancelled build rolls back like a failed one.
 """
 
 from __future__ import annotations
@@ -327,6 +330,7 @@ class ContainerBuild:
             cgroup_procs_path=monitor_cgroup_files(pod),
             env=handler.monitor_env,
             timeout=left if left is not None else handler.create_timeout,
+            ctx=ctx,
         )
         rec = replace(
             rec,

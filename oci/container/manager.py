@@ -13,7 +13,11 @@ records exits that happened while the daemon was down.
 
 CreateContainer runs on its own thread and outlives its caller's deadline; a
 container created late is hidden from List and kept for the kubelet's retry,
-which receives it, and removed if none comes (see ``sandbox.manager``).
+which receives it, and removed if none comes (see ``sandbox.manager``). Such a
+creation holds its pod's lock for up to the handler's ``create_timeout``, so
+StopPodSandbox and RemovePodSandbox do not wait for it: ``creations_held``
+cancels the pod's creations in flight (they roll back, their callers get
+CANCELLED, nothing is kept) and refuses new ones until the pod's lock is theirs.
 """
 
 from __future__ import annotations
@@ -199,6 +203,8 @@ class ContainerManager:
         self._late: PendingResults[str] = PendingResults(
             "container-creates", keep_for, MAX_KEPT, self._discard_late
         )
+        self._held: collections.Counter[str] = collections.Counter()  # pod id -> holders
+        self._held_guard = threading.Lock()
 
     def runtime_for(self, rec: ContainerRecord) -> RuntimeHandler:
         """The runtime and monitor that operate an existing container.
@@ -404,6 +410,7 @@ class ContainerManager:
         ctr_id = self._late.run(
             name, lambda work_ctx: self._build(req, pod.id, work_ctx), timeout, ctx,
             admit=lambda: self._refuse_taken(name), what=f"creation of container {name}",
+            group=pod.id,
         )
         rec = self.store.get(ctr_id)
         if rec is None:
@@ -413,6 +420,9 @@ class ContainerManager:
     def _build(self, req: CreateRequest, pod_id: str, ctx: CallContext) -> str:
         """Create one container under the work's own context; returns its id."""
         assert self.pods is not None
+        # Registered (in self._late) before this runs: a stop that holds the pod's
+        # creations after this check cancels ctx, one before it is seen here.
+        self._refuse_held(pod_id)
         with self.pods.lock(pod_id, ctx):
             pod = self.pods.get(pod_id)
             rec = ContainerBuild(self, pod, req).run(ctx)
@@ -422,6 +432,39 @@ class ContainerManager:
         if self.read_exit(rec) is not None:
             self.record_exit(rec.id)
         return rec.id
+
+    # ---- a pod being stopped or removed ------------------------------------------
+    @contextlib.contextmanager
+    def creations_held(self, pod_id: str) -> Iterator[None]:
+        """Cancel the pod's container creations in flight; refuse new ones until exit.
+
+        StopPodSandbox and RemovePodSandbox take the pod's lock within this, so a
+        creation (which holds that lock while it builds) rolls back at once
+        instead of delaying them for up to the handler's create_timeout.
+        """
+        with self._held_guard:
+            self._held[pod_id] += 1
+        try:
+            cancelled = self._late.cancel_group(
+                pod_id, f"its pod sandbox {pod_id} is being stopped or removed")
+            if cancelled:
+                log.info("cancelling container creations: their pod is being stopped",
+                         extra={"pod": pod_id, "container_names": ", ".join(cancelled)})
+            yield
+        finally:
+            with self._held_guard:
+                self._held[pod_id] -= 1
+                if self._held[pod_id] <= 0:
+                    del self._held[pod_id]
+
+    def _refuse_held(self, pod_id: str) -> None:
+        """FailedPrecondition while the pod is being stopped or removed."""
+        with self._held_guard:
+            held = self._held.get(pod_id, 0) > 0
+        if held:
+            raise FailedPrecondition(
+                f"pod sandbox {pod_id} is being stopped or removed; cannot create containers"
+            )
 
     def _refuse_taken(self, name: str) -> None:
         """AlreadyExists if a container (not one pending for a retry) has ``name``."""

@@ -6,6 +6,10 @@ that sleeps before exec'ing the real runc for ``create``. The caller gives up af
 0.5 s; the work goes on, is hidden from List calls, and the retry with the same
 metadata receives the same pod or container. One daemon keeps late results for the
 default time, another for 2 s only, to see an unclaimed result taken apart.
+
+A third handler, "hung", stands for a stuck runtime: its ``create`` sleeps for a minute
+(recording its pid). Stopping or removing the pod must cancel such a creation at once
+and leave nothing of it; a RunPodSandbox stuck in CNI ADD must not hold up other pods.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ ADD_DELAY = "2"  # seconds the test CNI plugin sleeps in ADD
 GIVE_UP = 0.5  # the caller's deadline: shorter than either
 SHORT_KEEP = 2.0  # kept_for_retry of the forgetful daemon
 SLOW_RUNTIME = '#!/bin/sh\ncase " $* " in *" create "*) sleep {delay};; esac\nexec {runc} "$@"\n'
+HANG = 60  # seconds the "hung" runtime's create sleeps
+HUNG_RUNTIME = ('#!/bin/sh\ncase " $* " in *" create "*) echo $$ >> {pids}; exec sleep {hang};; '
+                'esac\nexec {runc} "$@"\n')
+PROMPT = 3.0  # seconds a StopPodSandbox/RemovePodSandbox may take with a create in flight
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,8 +68,12 @@ def retry_env(registry: Registry, image: str, keep: float | None) -> Iterator[Po
     slow = env.peapod.base / "slow-runc"
     slow.write_text(SLOW_RUNTIME.format(delay=CREATE_DELAY, runc=RUNC))
     slow.chmod(0o755)
+    hung = env.peapod.base / "hung-runc"
+    hung.write_text(HUNG_RUNTIME.format(pids=hung_pids_file(env), hang=HANG, runc=RUNC))
+    hung.chmod(0o755)
     extra: dict[str, Any] = {"runtime": {"runtimes": {
-        "runc": {"runtime_path": RUNC}, "slow": {"runtime_path": str(slow)}}}}
+        "runc": {"runtime_path": RUNC}, "slow": {"runtime_path": str(slow)},
+        "hung": {"runtime_path": str(hung)}}}}
     if keep is not None:
         extra["kept_for_retry"] = keep
     (env.peapod.config_dir / "50-retries.yaml").write_text(yaml.safe_dump(extra))
@@ -114,6 +126,27 @@ def busybox(test_images: StandardImages) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def hung_pids_file(env: PodEnv) -> Path:
+    """Where the "hung" runtime writes the pid of each ``create`` it hangs in."""
+    return env.peapod.base / "hung-creates"
+
+
+def hung_creates(env: PodEnv) -> list[int]:
+    path = hung_pids_file(env)
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def naming(text: str) -> list[int]:
+    """Pids of the live processes with ``text`` in their command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return [p for p in found if p != os.getpid() and procs.state(p) not in (None, "Z")]
 
 
 def code_of(call: Callable[[], Any]) -> grpc.RpcError:
@@ -355,3 +388,87 @@ def test_an_unclaimed_container_is_removed_after_its_time(short: PodEnv, busybox
     assert containers(env) == [] and env.status(pod).status.state == pb.SANDBOX_READY
     fresh = create(env, req, 30)  # the name is free again
     assert fresh != made["id"] and len(container_rows(env)) == 1
+
+
+# -- a pod stopped or removed while its container creation hangs ----------------------------
+
+
+def hung_pod(env: PodEnv) -> str:
+    """A host-network pod whose containers use the "hung" runtime."""
+    return run_pod(env, pod_config(env, "hungrt", host_network=True), 30, handler="hung")
+
+
+def end_pod(env: PodEnv, how: str, pod: str, timeout: float) -> None:
+    if how == "stop":
+        env.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=timeout)
+    else:
+        env.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=timeout)
+
+
+@pytest.mark.parametrize("how", ["stop", "remove"])
+def test_ending_a_pod_cancels_its_hung_container_creation(
+    env: PodEnv, busybox: str, how: str
+) -> None:
+    pod = hung_pod(env)
+    req = create_request(pod, busybox)
+    before = len(hung_creates(env))  # earlier tests' hung creates are listed too
+    with ThreadPoolExecutor(2) as pool:
+        creating = pool.submit(create, env, req, 200)  # a deadline far beyond the stop
+        assert procs.wait_until(lambda: len(hung_creates(env)) > before, 30, interval=0.02)
+        made = first_row(env, "containers")
+        assert made["state"] == "creating" and naming(made["id"])  # conmon waits on runc
+        retry = pool.submit(create, env, req, 200)  # the kubelet's retry joins the first call
+        time.sleep(0.3)
+        started = time.monotonic()
+        end_pod(env, how, pod, 60)
+        took = time.monotonic() - started
+        first = code_of(lambda: creating.result(timeout=10))
+        again = code_of(lambda: retry.result(timeout=10))
+    assert took < PROMPT, f"{how} took {took:.1f}s with a container creation hanging"
+    assert first.code() == grpc.StatusCode.CANCELLED, first.details()
+    assert pod in first.details()
+    # Nothing is kept for a retry. The waiting one starts afresh: refused while the pod
+    # is being stopped or removed, or finding it stopped (or gone) once that is done.
+    gone = grpc.StatusCode.FAILED_PRECONDITION if how == "stop" else grpc.StatusCode.NOT_FOUND
+    assert again.code() in (grpc.StatusCode.FAILED_PRECONDITION, gone), again.details()
+    assert code_of(lambda: create(env, req, 10)).code() == gone
+    assert container_rows(env) == [] and containers(env) == []
+    assert procs.wait_until(lambda: not naming(made["id"]), 5)  # conmon, runc
+    assert not [p for p in hung_creates(env) if procs.state(p) not in (None, "Z")]
+    assert not [m for m in env.mounts() if made["id"] in m]
+    assert not Path(made["bundle"]).exists() and not Path(made["storage_dir"]).exists()
+    assert not (env.peapod.runroot / "runtimes" / "hung" / made["id"]).exists()
+    assert not [d for d in env.cgroup_dirs() for _ in d.rglob(made["id"])]
+    if how == "stop":
+        assert env.status(pod).status.state == pb.SANDBOX_NOTREADY
+
+
+def test_a_hung_pod_build_holds_up_no_other_pod(env: PodEnv) -> None:
+    other = run_pod(env, pod_config(env, "bystander"), 30)
+    config = pod_config(env, "stuck")
+    env.marker("slow-add", "15")
+
+    def in_add() -> dict[str, Any] | None:
+        """The stuck pod's row once its attachments are planned (CNI ADD runs)."""
+        return next((r for r in rows(env, "sandboxes")
+                     if r["id"] != other and r["attachments"]), None)
+
+    with ThreadPoolExecutor(1) as pool:
+        building = pool.submit(run_pod, env, config, 60)
+        assert procs.wait_until(in_add, 20, interval=0.02)
+        stuck = in_add()
+        assert stuck is not None and stuck["state"] == "creating"
+        for how in ("stop", "remove"):
+            started = time.monotonic()
+            end_pod(env, how, other, 30)
+            assert time.monotonic() - started < PROMPT
+        # The stuck pod's id was never handed out: it cannot be stopped or removed yet.
+        for how in ("stop", "remove"):
+            started = time.monotonic()
+            err = code_of(lambda how=how: end_pod(env, how, stuck["id"], 30))
+            assert time.monotonic() - started < PROMPT
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err.details()
+            assert "being created" in err.details()
+        assert [r["id"] for r in rows(env, "sandboxes")] == [stuck["id"]]
+        pod = building.result(timeout=60)  # its own caller still receives it
+    assert pod == stuck["id"] and env.status(pod).status.state == pb.SANDBOX_READY

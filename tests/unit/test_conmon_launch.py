@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from base.errors import DeadlineExceeded, Internal
+from base.cancel import CallContext
+from base.errors import Cancelled, DeadlineExceeded, Internal
 from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
@@ -32,6 +34,7 @@ pidfile = argv[argv.index("-P") + 1]
 if mode == "exit1":
     sys.exit("conmon: option parsing failed: bad flag")
 if mode == "hang-first":
+    open(pidfile + ".first", "w").write(str(os.getpid()))
     time.sleep(60)
 # The "monitor": a separate long-lived process, like the daemonised conmon;
 # in "hang" mode it holds the sync pipe open without ever writing to it.
@@ -124,3 +127,29 @@ def test_unreachable_monitor_binary(tmp_path: Path) -> None:
     with pytest.raises(Internal, match="cannot run conmon"):
         _create(tmp_path / "missing", tmp_path, "ok")
     assert not os.listdir(tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("mode", ["hang", "hang-first"])
+def test_a_cancelled_create_stops_waiting_at_once_and_kills_everything(
+    fake: Path, tmp_path: Path, mode: str
+) -> None:
+    """Cancelled while conmon's monitor waits on the runtime, or its first process hangs."""
+    ctx = CallContext.with_timeout(60, "creation of container c1")
+    first = tmp_path / "bundle" / "conmon-pidfile.first"
+    monitor = tmp_path / "bundle" / "conmon-pidfile"
+    waiting = monitor if mode == "hang" else first
+
+    def cancel_once_waiting() -> None:
+        deadline = time.monotonic() + 10
+        while not waiting.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        ctx.cancel()
+
+    threading.Thread(target=cancel_once_waiting, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled, match="creation of container c1"):
+        _create(fake, tmp_path, mode, timeout=60.0, ctx=ctx)
+    assert time.monotonic() - t0 < 2.0  # not the 60 s of the timeout, nor a 5 s grace
+    pids = [int(f.read_text()) for f in (first, monitor) if f.exists()]
+    assert pids and procs.wait_gone(pids, 2)

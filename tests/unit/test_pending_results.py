@@ -286,3 +286,46 @@ def test_close_cancels_running_work_keeps_kept_results_and_refuses_new_calls() -
     assert h.results.state("kept") == KEPT and h.discarded == []  # left as it is
     with pytest.raises(Unavailable, match="shutting down"):
         h.results.run("b", quick("r", []), 5, CallContext.with_timeout(5))
+
+
+def test_cancel_group_cancels_only_that_groups_running_work(h: Harness) -> None:
+    late(h, "kept", "r0").set()  # no group, kept: left alone
+    h.wait_state("kept", KEPT)
+    stopped: list[str] = []
+
+    def long_work(name: str) -> Callable[[CallContext], str]:
+        def work(ctx: CallContext) -> str:
+            try:
+                while True:
+                    ctx.wait(0.05)
+            finally:
+                stopped.append(name)
+
+        return work
+
+    errors: list[BaseException] = []
+
+    def call(key: str, group: str) -> None:
+        try:
+            h.results.run(key, long_work(key), 600, CallContext.with_timeout(30), group=group)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=a) for a in (("a", "pod1"), ("b", "pod2"))]
+    for t in threads:
+        t.start()
+    h.wait_state("a", RUNNING)
+    h.wait_state("b", RUNNING)
+    assert h.results.cancel_group("nobody", "no reason") == []
+    started = time.monotonic()
+    assert h.results.cancel_group("pod1", "its pod is being stopped") == ["a"]
+    threads[0].join(5)
+    assert time.monotonic() - started < 1
+    # Its waiting starter gets the work's Cancelled, and nothing is kept for a retry.
+    assert len(errors) == 1 and isinstance(errors[0], Cancelled) and stopped == ["a"]
+    assert "cancelled: its pod is being stopped" in errors[0].message
+    assert h.results.state("a") is None
+    assert h.results.state("b") == RUNNING and h.results.state("kept") == KEPT
+    h.results.cancel_group("pod2", "its pod is being removed")
+    threads[1].join(5)
+    assert stopped == ["a", "b"] and h.results.state("b") is None
