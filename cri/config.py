@@ -182,6 +182,31 @@ class SandboxConfig:
 
 
 @dataclass
+class StreamingConfig:
+    address: str = _opt(
+        "127.0.0.1",
+        "Address the streaming server (Exec, Attach, PortForward URLs; CRI-O's stream_address) "
+        "listens on. Keep it on loopback unless the kubelet reaches it from elsewhere.",
+    )
+    port: int = _opt(0, "TCP port of the streaming server; 0 picks a free port at start.")
+    tls_cert: str = _opt("", "PEM certificate for HTTPS streaming; empty serves plain HTTP.")
+    tls_key: str = _opt("", "PEM private key of tls_cert.")
+    tls_client_ca: str = _opt(
+        "", "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."
+    )
+    idle_timeout: float = _opt(
+        14400.0, "Seconds a stream may pass with no byte either way before it is closed."
+    )
+    max_sessions: int = _opt(
+        200, "Streaming connections served at once; more are refused with 503."
+    )
+    max_pending: int = _opt(
+        1000, "Streaming URLs handed out but not yet used; more fail with RESOURCE_EXHAUSTED."
+    )
+    token_ttl: float = _opt(60.0, "Seconds a streaming URL stays usable before its first use.")
+
+
+@dataclass
 class Config:
     listen: str = _opt(
         "/run/peapod/peapod.sock", "Unix socket of the CRI gRPC API (mode 0660)."
@@ -219,6 +244,9 @@ class Config:
     runtime: RuntimeConfig = _section(RuntimeConfig, "Containers: OCI runtimes, conmon, limits.")
     network: NetworkConfig = _section(NetworkConfig, "Pod networking through CNI plugins.")
     sandbox: SandboxConfig = _section(SandboxConfig, "Pod sandboxes.")
+    streaming: StreamingConfig = _section(
+        StreamingConfig, "The streaming server behind Exec, Attach and PortForward."
+    )
 
     # ---- derived paths -------------------------------------------------
     @property
@@ -260,6 +288,11 @@ MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
     (NetworkConfig, "plugin_timeout"): (0, True),
     (SandboxConfig, "shm_size"): (1, False),
     (SandboxConfig, "create_timeout"): (0, True),
+    (StreamingConfig, "port"): (0, False),
+    (StreamingConfig, "idle_timeout"): (0, True),
+    (StreamingConfig, "max_sessions"): (1, False),
+    (StreamingConfig, "max_pending"): (1, False),
+    (StreamingConfig, "token_ttl"): (0, True),
 }
 
 

@@ -75,6 +75,7 @@ class Daemon:
         recover_containers(svc.containers)
         # Before the CRI socket exists, so a bad metrics address leaves no socket behind.
         self.metrics_address = svc.metrics.serve(cfg.metrics.address)
+        self.stream_url = svc.streams.start()
         sock = Path(cfg.listen)
         _claim_socket(sock)
         limit = cfg.grpc_max_message_bytes
@@ -180,6 +181,7 @@ class Daemon:
         if self._check is not None:
             self._check.close()
             self._check = None
+        self.services.streams.stop()  # every stream ends within about a second
         if self._server is not None:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None

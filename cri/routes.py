@@ -20,6 +20,7 @@ from cri.handlers import (
     sandbox_run,
     sandbox_status,
     sandbox_stop,
+    streaming,
 )
 
 RUNTIME_HANDLERS = {
@@ -39,6 +40,9 @@ RUNTIME_HANDLERS = {
     "ContainerStatus": container_status.container_status,
     "ListContainers": container_status.list_containers,
     "ExecSync": container_exec.exec_sync,
+    "Exec": streaming.exec_,
+    "Attach": streaming.attach,
+    "PortForward": streaming.port_forward,
     "UpdateContainerResources": container_update.update_container_resources,
     "ReopenContainerLog": container_update.reopen_container_log,
 }

@@ -20,6 +20,7 @@ from cri import __version__
 from cri.config import Config
 from cri.liveness import LivenessProbe
 from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
+from cri.streaming.server import StreamServer
 from oci.container.manager import ContainerManager, ContainerObserver, PodLookup
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers, resolve_binary
 from oci.container.settings import ContainerSettings
@@ -59,6 +60,7 @@ class Services:
         observer.track(self.containers.count_by_state)
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
+        self.streams = StreamServer(config.streaming, self.containers)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
 
     def reconfigure(self, config: Config) -> None:
@@ -80,6 +82,7 @@ class Services:
 
     def close(self) -> None:
         """Release everything, in the reverse order of use."""
+        self.streams.stop()
         self.liveness.close()
         self.pods.close()
         self.containers.close()

@@ -42,7 +42,7 @@ from base.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, P
 from base.pending import PendingResults
 from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
-from conmon.paths import attach_symlink_path
+from conmon.paths import attach_socket_path, attach_symlink_path
 from oci.container import rootfs, runtime_cli
 from oci.container.create import (
     UNKNOWN_EXIT,
@@ -52,6 +52,7 @@ from oci.container.create import (
     container_name,
     signal_number,
 )
+from oci.container.exec_stream import StreamExec
 from oci.container.exit_watcher import ExitWatcher
 from oci.container.record import (
     CREATED,
@@ -65,6 +66,7 @@ from oci.container.record import (
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers
 from oci.container.settings import ContainerSettings
 from oci.container.store import ContainerStore
+from oci.spec.executable import check_executable
 from oci.spec.generate import process_for_exec
 from oci.spec.inputs import DaemonFacts, Resources
 from oci.spec.resources import linux_resources
@@ -693,6 +695,25 @@ class ContainerManager:
             env=handler.monitor_env,
             ctx=ctx,
         )
+
+    def exec_stream(self, id_or_prefix: str, cmd: list[str], tty: bool, stdin: bool) -> StreamExec:
+        """Start ``cmd`` in the running container for a streaming session."""
+        rec = self._running(id_or_prefix, "exec in")
+        handler = self.runtime_for(rec)
+        spec = self.spec(rec)
+        check_executable(spec, rec.rootfs, cmd)
+        return StreamExec(
+            handler.runtime_path, handler.runtime_root, rec.id,
+            process_for_exec(spec, cmd, tty=tty), stdin=stdin,
+            work_dir=str(self.settings.exec_dir), env=handler.monitor_env,
+        )  # fmt: skip
+
+    def attach_paths(self, id_or_prefix: str) -> tuple[str, str, bool]:
+        """The running container's attach socket, control FIFO and whether it has a TTY."""
+        rec = self._running(id_or_prefix, "attach to")
+        sock = attach_socket_path(str(self.settings.socket_dir), rec.id)
+        tty = bool(self.spec(rec)["process"].get("terminal"))
+        return sock, os.path.join(rec.bundle, "ctl"), tty
 
     def update_resources(self, id_or_prefix: str, res: Resources, ctx: CallContext) -> None:
         """Apply new cgroup limits to a created or running container."""

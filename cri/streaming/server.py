@@ -1,0 +1,200 @@
+"""The streaming HTTP/1.1 server: token URLs upgraded to WebSocket or SPDY/3.1 sessions.
+
+One thread accepts; each connection gets a thread (at most ``max_sessions``) that
+reads the request head, consumes the token (404 when unknown, used or expired) and
+runs the session over the upgraded connection. ``stop`` shuts every connection
+down, which ends each session (and kills its command) within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from base.errors import FailedPrecondition
+from cri.config import StreamingConfig
+from cri.streaming import http, websocket
+from cri.streaming.channels import RESIZE, STDIN, ProtocolViolation
+from cri.streaming.remotecommand import run_exec
+from cri.streaming.requests import ATTACH, EXEC, PORTFORWARD, StreamRequest
+from cri.streaming.tokens import TokenCache
+
+if TYPE_CHECKING:
+    from oci.container.manager import ContainerManager
+
+log = logging.getLogger("peapod.streaming")
+
+HEAD_TIMEOUT = 10.0  # seconds a client may take to send its request head
+STOP_WAIT = 1.0
+_KINDS = (EXEC, ATTACH, PORTFORWARD)
+
+
+class StreamServer:
+    """Serves the URLs Exec, Attach and PortForward hand out."""
+
+    def __init__(self, cfg: StreamingConfig, containers: ContainerManager) -> None:
+        self.cfg = cfg
+        self.containers = containers
+        self.tokens = TokenCache(cfg.token_ttl, cfg.max_pending)
+        self._slots = threading.BoundedSemaphore(cfg.max_sessions)
+        self._tls = _tls_context(cfg)
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._acceptor: threading.Thread | None = None
+        self.base_url = ""
+
+    # ---------------------------------------------------------------- life
+    def start(self) -> str:
+        """Listen and serve; the base URL (with the real port)."""
+        family = socket.AF_INET6 if ":" in self.cfg.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.cfg.address, self.cfg.port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise FailedPrecondition(
+                f"streaming server cannot listen on {self.cfg.address}:{self.cfg.port}: "
+                f"{exc.strerror}"
+            ) from None
+        self._listener = sock
+        port = sock.getsockname()[1]
+        host = f"[{self.cfg.address}]" if family == socket.AF_INET6 else self.cfg.address
+        if ipaddress.ip_address(self.cfg.address).is_unspecified:
+            host = "[::1]" if family == socket.AF_INET6 else "127.0.0.1"
+        self.base_url = f"{'https' if self._tls else 'http'}://{host}:{port}"
+        self._acceptor = threading.Thread(target=self._accept, name="stream-accept", daemon=True)
+        self._acceptor.start()
+        log.info("streaming server listening", extra={"url": self.base_url})
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop accepting and end every session (each within about a second)."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        if self._acceptor is not None:
+            self._acceptor.join(STOP_WAIT)
+        with self._lock:
+            conns = dict(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + STOP_WAIT * 2
+        for t in conns.values():
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def url(self, req: StreamRequest) -> str:
+        """A fresh single-use URL for ``req`` (ResourceExhausted when too many wait)."""
+        return f"{self.base_url}/{req.kind}/{self.tokens.insert(req)}"
+
+    @property
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    # ---------------------------------------------------------------- serving
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._slots.acquire(blocking=False):
+                with contextlib.suppress(OSError):
+                    _answer(conn, 503, f"{self.cfg.max_sessions} streams are open; retry later")
+                conn.close()
+                continue
+            t = threading.Thread(target=self._connection, args=(conn,), name="stream",
+                                 daemon=True)  # fmt: skip
+            with self._lock:
+                self._conns[conn] = t
+            t.start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(HEAD_TIMEOUT)
+            if self._tls is not None:
+                tls = self._tls.wrap_socket(conn, server_side=True)
+                with self._lock:  # stop() must shut the TLS socket's fd down
+                    self._conns[tls] = self._conns.pop(conn)
+                conn = tls
+            self._serve(conn)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.debug("streaming connection ended", extra={"error": str(exc)})
+        finally:
+            with self._lock:
+                self._conns.pop(conn, None)
+            with contextlib.suppress(OSError):
+                conn.close()
+            self._slots.release()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            head = http.read_head(conn)
+        except http.BadRequest as exc:
+            _answer(conn, 400, str(exc))
+            return
+        parts = head.target.split("?", 1)[0].strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in _KINDS:
+            _answer(conn, 404, "no such streaming path")
+            return
+        if head.method not in ("GET", "POST"):
+            _answer(conn, 405, "use GET or POST", [("Allow", "GET, POST")])
+            return
+        req = self.tokens.consume(parts[1])
+        if req is None or req.kind != parts[0]:
+            _answer(conn, 404, "unknown, already used or expired streaming token")
+            return
+        upgrade = [v.lower() for v in head.values("upgrade")]
+        conn.settimeout(self.cfg.idle_timeout)
+        if "websocket" in upgrade:
+            self._websocket(conn, head, req)
+        else:
+            _answer(conn, 400, "expected an upgrade to websocket (header Upgrade: websocket)")
+
+    def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
+        if req.kind != EXEC:
+            _answer(conn, 501, f"{req.kind} over WebSocket is not served yet")
+            return
+        try:
+            ws, proto = websocket.handshake(conn, head.raw, websocket.REMOTECOMMAND_PROTOCOLS)
+        except websocket.Rejected:
+            return
+        except ProtocolViolation as exc:
+            _answer(conn, 400, str(exc))
+            return
+        inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
+        ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
+        run_exec(self.containers, req, ch)
+
+
+def _tls_context(cfg: StreamingConfig) -> ssl.SSLContext | None:
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+    if cfg.tls_client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cfg.tls_client_ca)
+    return ctx
+
+
+_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
+
+
+def _answer(
+    conn: socket.socket, code: int, message: str, headers: list[tuple[str, str]] | None = None
+) -> None:
+    conn.sendall(http.error_response(code, _REASONS[code], message, headers or []))

@@ -1,0 +1,296 @@
+"""Exec, Attach and PortForward streaming through a real peapod, runc and crictl.
+
+One daemon serves the module with one host-network pod running busybox ``sleep``.
+crictl from PEAPOD_CLIENTS_DIR drives the common paths; ``support.stream_client``
+the corner cases (subprotocols, stdin EOF, resize, replayed tokens, bad frames).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.daemon import Peapod, registries_conf_text
+from support.images import StandardImages
+from support.registry import Registry
+from support.stream_client import WsSession
+
+from api import api_pb2 as pb
+
+CLIENTS = Path(os.environ.get("PEAPOD_CLIENTS_DIR", Path(__file__).resolve().parents[2]
+                              / ".cache" / "clients"))  # fmt: skip
+CRICTL = CLIENTS / "crictl"
+V5 = "v5.channel.k8s.io"
+
+
+class Env:
+    def __init__(self, registry: Registry, images: StandardImages) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="peapod-stream-"))
+        net = self.base / "net.d"
+        net.mkdir()
+        (net / "10-lo.conflist").write_text(json.dumps({
+            "cniVersion": "1.0.0", "name": f"pp-lo-{secrets.token_hex(3)}",
+            "plugins": [{"type": "loopback"}]}))  # fmt: skip
+        self.peapod = Peapod(self.base, registries_conf=registries_conf_text([registry.host]),
+                             config={"network": {"network_dir": str(net),
+                                                 "plugin_dirs": ["/usr/lib/cni"]}})  # fmt: skip
+        self.image = images.busybox.ref
+
+    @property
+    def rt(self) -> Any:
+        return self.peapod.runtime
+
+    def pod(self) -> str:
+        uid = secrets.token_hex(6)
+        cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name=f"p{uid}", uid=uid,
+                                                                 namespace="test"),
+                                  log_directory=str(self.base / "logs" / uid))  # fmt: skip
+        cfg.linux.security_context.namespace_options.network = pb.NODE
+        return str(self.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60)
+                   .pod_sandbox_id)  # fmt: skip
+
+    def run(self, pod: str, command: list[str], name: str = "c", **kw: Any) -> str:
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name),
+                                 image=pb.ImageSpec(image=self.image), command=command,
+                                 log_path=f"{name}.log", **kw)  # fmt: skip
+        ctr = self.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg),
+                                      timeout=60).container_id  # fmt: skip
+        self.rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=30)
+        return str(ctr)
+
+    def exec_url(self, ctr: str, cmd: list[str], **kw: Any) -> str:
+        kw.setdefault("stdout", True)
+        req = pb.ExecRequest(container_id=ctr, cmd=cmd, **kw)
+        return str(self.rt.Exec(req, timeout=10).url)
+
+    def crictl(self, *args: str, input: bytes | None = None, timeout: float = 60
+               ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+        ep = f"unix://{self.peapod.socket}"
+        return subprocess.run([str(CRICTL), "--runtime-endpoint", ep, "--image-endpoint", ep,
+                               "--config", str(self.base / "crictl.yaml"), *args],
+                              input=input, capture_output=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(registry: Registry, test_images: StandardImages) -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.fail("streaming tests need root (containers)")
+    if not CRICTL.exists():
+        pytest.fail(f"no crictl at {CRICTL}: run deploy/build-clients.sh")
+    e = Env(registry, test_images)
+    (e.base / "crictl.yaml").write_text("")
+    e.peapod.start()
+    try:
+        e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
+                                  timeout=120)  # fmt: skip
+        e.pod_id = e.pod()
+        e.ctr = e.run(e.pod_id, ["sleep", "3600"])
+        yield e
+    finally:
+        try:
+            for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
+                e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
+                                      timeout=60)  # fmt: skip
+        finally:
+            e.peapod.cleanup()
+
+
+def _exec_procs(env: Env) -> list[int]:
+    """runc exec processes this daemon started (their argv names its exec dir)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(env.base).encode() in argv and b"\0exec\0" in argv:
+                found.append(int(pid))
+    return found
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize("kw, needle", [
+    ({"cmd": []}, "cmd is empty"),
+    ({"cmd": ["true"], "stdout": False}, "at least one of stdin"),
+    ({"cmd": ["true"], "tty": True, "stderr": True}, "tty and stderr"),
+])  # fmt: skip
+def test_exec_rejects_bad_requests(env: Env, kw: dict[str, Any], needle: str) -> None:
+    import grpc
+
+    kw.setdefault("stdout", True)
+    with pytest.raises(grpc.RpcError) as info:
+        env.rt.Exec(pb.ExecRequest(container_id=env.ctr, **kw), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in info.value.details()
+
+
+def test_exec_attach_portforward_need_live_targets(env: Env) -> None:
+    import grpc
+
+    cases = [
+        (env.rt.Exec, pb.ExecRequest(container_id="f" * 64, cmd=["true"], stdout=True),
+         grpc.StatusCode.NOT_FOUND),
+        (env.rt.Attach, pb.AttachRequest(container_id="f" * 64, stdout=True),
+         grpc.StatusCode.NOT_FOUND),
+        (env.rt.PortForward, pb.PortForwardRequest(pod_sandbox_id="f" * 64),
+         grpc.StatusCode.NOT_FOUND),
+        (env.rt.PortForward, pb.PortForwardRequest(pod_sandbox_id=env.pod_id, port=[0]),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (env.rt.PortForward, pb.PortForwardRequest(pod_sandbox_id=env.pod_id, port=[65536]),
+         grpc.StatusCode.INVALID_ARGUMENT),
+    ]  # fmt: skip
+    for call, req, code in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            call(req, timeout=10)
+        assert info.value.code() == code, (req, info.value.details())
+    stopped = env.run(env.pod_id, ["true"], name=f"done{secrets.token_hex(2)}")
+    deadline = time.monotonic() + 10
+    while env.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=stopped)
+                                 ).status.state != pb.CONTAINER_EXITED:  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(grpc.RpcError) as info:
+        env.rt.Exec(pb.ExecRequest(container_id=stopped, cmd=["true"], stdout=True), timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "exited" in info.value.details()
+
+
+def test_token_is_single_use_and_unknown_ones_get_404(env: Env) -> None:
+    url = env.exec_url(env.ctr, ["echo", "-n", "once"])
+    first = WsSession(url, [V5]).finish()
+    assert first.out(1) == b"once"
+    for target in (url, url.rsplit("/", 1)[0] + "/nosuchtoken"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(target, timeout=10)
+        assert info.value.code == 404
+
+
+def test_garbage_instead_of_an_upgrade_gets_400(env: Env) -> None:
+    url = env.exec_url(env.ctr, ["true"])
+    host, port = url.split("/")[2].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01 this is not http\r\n\r\n")
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    # A plain GET with a valid token but no Upgrade header is refused with a reason.
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url, timeout=10)
+    assert info.value.code == 400
+    assert b"Upgrade" in info.value.read()
+
+
+# ---------------------------------------------------------------- WebSocket exec
+def test_websocket_exec_status_and_exit_code(env: Env) -> None:
+    ok = WsSession(env.exec_url(env.ctr, ["sh", "-c", "echo out; echo err >&2"], stderr=True),
+                   [V5]).finish()  # fmt: skip
+    assert (ok.out(1), ok.out(2), ok.close_code) == (b"out\n", b"err\n", 1000)
+    assert json.loads(ok.out(3)) == {"metadata": {}, "status": "Success"}
+    bad = WsSession(env.exec_url(env.ctr, ["sh", "-c", "exit 7"]), [V5]).finish()
+    status = json.loads(bad.out(3))
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+
+
+def test_websocket_unsupported_subprotocol_names_the_supported_ones(env: Env) -> None:
+    s = WsSession(env.exec_url(env.ctr, ["true"]), ["v9.channel.k8s.io"])
+    assert s.result.rejected == 403
+    s.finish(2)
+    assert b"v5.channel.k8s.io" in s.result.body and b"v4.channel.k8s.io" in s.result.body
+
+
+def test_websocket_stdin_eof_with_v5_close(env: Env) -> None:
+    s = WsSession(env.exec_url(env.ctr, ["cat"], stdin=True), [V5])
+    s.send(0, b"hello ")
+    s.send(0, b"world")
+    s.send_raw(bytes([255, 0]))  # v5: stdin is closed
+    r = s.finish()
+    assert r.out(1) == b"hello world"
+    assert json.loads(r.out(3))["status"] == "Success"
+
+
+def test_websocket_tty_resize(env: Env) -> None:
+    s = WsSession(env.exec_url(env.ctr, ["sh", "-c", "sleep 1; stty size"], tty=True), [V5])
+    s.send(4, json.dumps({"Width": 123, "Height": 45}).encode())
+    r = s.finish()
+    assert b"45 123" in r.out(1), r.channels
+
+
+def test_websocket_frame_on_unknown_channel_is_refused(env: Env) -> None:
+    s = WsSession(env.exec_url(env.ctr, ["sleep", "30"], stdin=True), [V5])
+    s.send(9, b"x")
+    start = time.monotonic()
+    r = s.finish(10)
+    assert r.close_code == 1008 and "unknown channel 9" in r.close_reason
+    assert time.monotonic() - start < 5
+    deadline = time.monotonic() + 5
+    while _exec_procs(env):  # the command is killed with its session
+        assert time.monotonic() < deadline, _exec_procs(env)
+        time.sleep(0.1)
+
+
+def test_client_vanishing_kills_the_command(env: Env) -> None:
+    s = WsSession(env.exec_url(env.ctr, ["sleep", "300"]), [V5])
+    deadline = time.monotonic() + 5
+    while not _exec_procs(env):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.sock.close()
+    deadline = time.monotonic() + 5
+    while _exec_procs(env):
+        assert time.monotonic() < deadline, "the exec outlived its client"
+        time.sleep(0.1)
+
+
+def test_crictl_exec_websocket(env: Env) -> None:
+    out = env.crictl("exec", "--transport", "websocket", env.ctr, "sh", "-c", "echo -n hi; exit 3")
+    assert out.stdout == b"hi"
+    # crictl reports a command's failure on stderr and exits 1 itself.
+    assert out.returncode == 1 and b"exit code 3" in out.stderr, out.stderr
+    ok = env.crictl("exec", "-i", "--transport", "websocket", env.ctr, "cat", input=b"piped")
+    assert (ok.stdout, ok.returncode) == (b"piped", 0), ok.stderr
+
+
+def _crictl_tty(env: Env, transport: str, script: bytes) -> bytes:
+    """``crictl exec -it`` on a pseudo-terminal, typing ``script``; all it printed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    ep = f"unix://{env.peapod.socket}"
+    proc = subprocess.Popen([str(CRICTL), "--runtime-endpoint", ep, "--config",
+                             str(env.base / "crictl.yaml"), "exec", "-it", "--transport",
+                             transport, env.ctr, "sh"],
+                            stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    os.close(slave)
+    out = b""
+    time.sleep(0.5)
+    os.write(master, script)
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+    proc.wait(5)
+    os.close(master)
+    return out
+
+
+@pytest.mark.parametrize("transport", ["websocket"])
+def test_crictl_exec_tty(env: Env, transport: str) -> None:
+    out = _crictl_tty(env, transport, b"echo tty-$((40+2)); tty; exit\n")
+    assert b"tty-42" in out and b"/dev/pts/" in out, out
