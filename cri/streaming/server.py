@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from base.errors import FailedPrecondition
 from cri.config import StreamingConfig
-from cri.streaming import http, websocket
+from cri.streaming import http, spdy, websocket
 from cri.streaming.channels import RESIZE, STDIN, ProtocolViolation
 from cri.streaming.remotecommand import run_exec
 from cri.streaming.requests import ATTACH, EXEC, PORTFORWARD, StreamRequest
@@ -160,8 +160,10 @@ class StreamServer:
         conn.settimeout(self.cfg.idle_timeout)
         if "websocket" in upgrade:
             self._websocket(conn, head, req)
+        elif "spdy/3.1" in upgrade:
+            self._spdy(conn, head, req)
         else:
-            _answer(conn, 400, "expected an upgrade to websocket (header Upgrade: websocket)")
+            _answer(conn, 400, "expected an upgrade to SPDY/3.1 or websocket (header Upgrade)")
 
     def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
         if req.kind != EXEC:
@@ -178,6 +180,35 @@ class StreamServer:
         ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
         run_exec(self.containers, req, ch)
 
+    def _spdy(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
+        if req.kind != EXEC:
+            _answer(conn, 501, f"{req.kind} over SPDY is not served yet")
+            return
+        offered = head.values("x-stream-protocol-version")
+        if not offered:
+            _answer(conn, 400, "missing X-Stream-Protocol-Version; supported: "
+                    + ", ".join(spdy.REMOTECOMMAND_PROTOCOLS))  # fmt: skip
+            return
+        chosen = next((p for p in offered if p in spdy.REMOTECOMMAND_PROTOCOLS), None)
+        if chosen is None:
+            _answer(conn, 403, f"none of the offered protocols {', '.join(offered)} is "
+                    f"supported; supported: {', '.join(spdy.REMOTECOMMAND_PROTOCOLS)}",
+                    [("X-Accepted-Stream-Protocol-Versions", p)
+                     for p in spdy.REMOTECOMMAND_PROTOCOLS])  # fmt: skip
+            return
+        conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                      f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {chosen}\r\n\r\n"
+                      ).encode())  # fmt: skip
+        sc = spdy.SpdyConnection(conn)
+        ch = spdy.SpdyChannels(sc, chosen)
+        resize = req.tty and chosen not in ("v2.channel.k8s.io", "channel.k8s.io")
+        try:
+            ch.wait_streams(1 + req.stdin + req.stdout + req.stderr + resize)
+        except ProtocolViolation as exc:
+            ch.abort(str(exc))
+            return
+        run_exec(self.containers, req, ch)
+
 
 def _tls_context(cfg: StreamingConfig) -> ssl.SSLContext | None:
     if not cfg.tls_cert:
@@ -190,7 +221,7 @@ def _tls_context(cfg: StreamingConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
 

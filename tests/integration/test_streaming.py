@@ -290,7 +290,41 @@ def _crictl_tty(env: Env, transport: str, script: bytes) -> bytes:
     return out
 
 
-@pytest.mark.parametrize("transport", ["websocket"])
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
 def test_crictl_exec_tty(env: Env, transport: str) -> None:
     out = _crictl_tty(env, transport, b"echo tty-$((40+2)); tty; exit\n")
     assert b"tty-42" in out and b"/dev/pts/" in out, out
+
+
+def test_crictl_exec_spdy(env: Env) -> None:
+    out = env.crictl("exec", "--transport", "spdy", env.ctr, "sh", "-c", "echo -n hi; exit 3")
+    assert out.stdout == b"hi"
+    assert out.returncode == 1 and b"exit code 3" in out.stderr, out.stderr
+    ok = env.crictl("exec", "-i", env.ctr, "sh", "-c", "cat; echo -n e >&2", input=b"piped")
+    assert (ok.stdout, ok.returncode) == (b"piped", 0), ok.stderr
+
+
+def _spdy_upgrade(url: str, protocol: str) -> tuple[socket.socket, bytes]:
+    host, port = url.split("/")[2].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    path = "/" + url.split("/", 3)[3]
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+              f"X-Stream-Protocol-Version: {protocol}\r\n\r\n".encode())  # fmt: skip
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    return s, head
+
+
+def test_spdy_unsupported_protocol_and_malformed_frame(env: Env) -> None:
+    s, head = _spdy_upgrade(env.exec_url(env.ctr, ["true"]), "v9.channel.k8s.io")
+    s.close()
+    assert head.startswith(b"HTTP/1.1 403") and b"v4.channel.k8s.io" in head, head
+    s, head = _spdy_upgrade(env.exec_url(env.ctr, ["sleep", "30"]), "v4.channel.k8s.io")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    s.sendall(bytes([0x80, 0x02, 0, 1, 0, 0, 0, 0]))  # a control frame of SPDY version 2
+    frame = s.recv(16)
+    s.close()
+    goaway = bytes([0x80, 0x03, 0, 7])
+    assert frame[:4] == goaway and frame[-4:] == (1).to_bytes(4, "big"), frame  # PROTOCOL_ERROR
+    assert not _exec_procs(env)
