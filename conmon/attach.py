@@ -63,6 +63,11 @@ class AttachConnection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_WR)
 
+    def shutdown(self) -> None:
+        """Wake a ``recv`` blocked in another thread (it then returns None)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         self._sock.close()
 

@@ -9,7 +9,6 @@ on the error channel), or when the client goes, which kills the command.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from cri.streaming.channels import (
     ProtocolViolation,
 )
 from cri.streaming.requests import StreamRequest
+from cri.streaming.resize import ResizeReader
 from oci.container.exec_stream import StreamExec
 from oci.container.manager import ContainerManager
 
@@ -58,7 +58,7 @@ class _Session:
         self.proc = proc
         self.req = req
         self.ch = ch
-        self.resize_buf = b""
+        self.resize = ResizeReader(proc.resize)
 
     def run(self) -> None:
         outputs = [(self.proc.stdout, STDOUT, self.req.stdout)]
@@ -93,25 +93,7 @@ class _Session:
                     except OSError:
                         self.proc.close_stdin()
             elif channel == RESIZE and data:
-                self._resize(data)
-
-    def _resize(self, data: bytes) -> None:
-        """Apply each complete ``{"Width": w, "Height": h}`` (newline-separated)."""
-        self.resize_buf = (self.resize_buf + data)[-4096:]
-        *lines, rest = self.resize_buf.split(b"\n")
-        self.resize_buf = rest
-        if rest.rstrip().endswith(b"}"):  # SPDY clients end each size with a newline;
-            lines.append(rest)  # WebSocket ones send one object per message
-            self.resize_buf = b""
-        for line in lines:
-            try:
-                size = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(size, dict):
-                width, height = _dim(size, "width"), _dim(size, "height")
-                if 0 < width <= 0xFFFF and 0 < height <= 0xFFFF:
-                    self.proc.resize(width, height)
+                self.resize.feed(data)
 
     def _pump(self, fd: int | None, channel: int, wanted: bool) -> None:
         if fd is None:
@@ -138,13 +120,6 @@ class _Session:
             if message:
                 self.ch.send(3, message)
         self.ch.close()
-
-
-def _dim(size: dict[str, object], name: str) -> int:
-    for k, v in size.items():
-        if k.lower() == name and isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return 0
 
 
 def _write_all(fd: int, data: bytes) -> None:

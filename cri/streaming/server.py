@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from base.errors import FailedPrecondition
 from cri.config import StreamingConfig
 from cri.streaming import http, spdy, websocket
-from cri.streaming.channels import RESIZE, STDIN, ProtocolViolation
+from cri.streaming.attach import run_attach
+from cri.streaming.channels import RESIZE, STDIN, Channels, ProtocolViolation
 from cri.streaming.remotecommand import run_exec
 from cri.streaming.requests import ATTACH, EXEC, PORTFORWARD, StreamRequest
 from cri.streaming.tokens import TokenCache
@@ -165,8 +166,14 @@ class StreamServer:
         else:
             _answer(conn, 400, "expected an upgrade to SPDY/3.1 or websocket (header Upgrade)")
 
+    def _remotecommand(self, req: StreamRequest, ch: Channels) -> None:
+        if req.kind == ATTACH:
+            run_attach(self.containers, req, ch)
+        else:
+            run_exec(self.containers, req, ch)
+
     def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
-        if req.kind != EXEC:
+        if req.kind == PORTFORWARD:
             _answer(conn, 501, f"{req.kind} over WebSocket is not served yet")
             return
         try:
@@ -178,10 +185,10 @@ class StreamServer:
             return
         inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
         ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
-        run_exec(self.containers, req, ch)
+        self._remotecommand(req, ch)
 
     def _spdy(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
-        if req.kind != EXEC:
+        if req.kind == PORTFORWARD:
             _answer(conn, 501, f"{req.kind} over SPDY is not served yet")
             return
         offered = head.values("x-stream-protocol-version")
@@ -207,7 +214,7 @@ class StreamServer:
         except ProtocolViolation as exc:
             ch.abort(str(exc))
             return
-        run_exec(self.containers, req, ch)
+        self._remotecommand(req, ch)
 
 
 def _tls_context(cfg: StreamingConfig) -> ssl.SSLContext | None:

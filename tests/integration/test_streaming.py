@@ -328,3 +328,71 @@ def test_spdy_unsupported_protocol_and_malformed_frame(env: Env) -> None:
     goaway = bytes([0x80, 0x03, 0, 7])
     assert frame[:4] == goaway and frame[-4:] == (1).to_bytes(4, "big"), frame  # PROTOCOL_ERROR
     assert not _exec_procs(env)
+
+
+# ---------------------------------------------------------------- attach
+def _attach_url(env: Env, ctr: str, **kw: Any) -> str:
+    return str(env.rt.Attach(pb.AttachRequest(container_id=ctr, **kw), timeout=10).url)
+
+
+def _state(env: Env, ctr: str) -> int:
+    return int(env.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr),
+                                      timeout=10).status.state)  # fmt: skip
+
+
+def _read_until(s: WsSession, channel: int, needle: bytes, timeout: float = 15) -> bytes:
+    deadline = time.monotonic() + timeout
+    s.sock.settimeout(1)
+    while needle not in s.result.out(channel) and time.monotonic() < deadline:
+        try:
+            if not s._pump():
+                break
+        except TimeoutError:
+            continue
+    return s.result.out(channel)
+
+
+@pytest.fixture(scope="module")
+def shell(env: Env) -> str:
+    """A running ``sh`` reading its stdin (kept open across attach sessions)."""
+    return env.run(env.pod_id, ["sh"], name="shell", stdin=True)
+
+
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+def test_crictl_attach_then_detach_leaves_it_running(env: Env, shell: str, transport: str
+                                                     ) -> None:  # fmt: skip
+    out = env.crictl("attach", "-i", "--transport", transport, shell,
+                     input=f"echo {transport}-$((40+2))\n".encode())  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{transport}-42\n".encode(), out.stdout
+    assert _state(env, shell) == pb.CONTAINER_RUNNING
+
+
+def test_two_attach_sessions_share_the_output(env: Env, shell: str) -> None:
+    a = WsSession(_attach_url(env, shell, stdin=True, stdout=True), [V5])
+    b = WsSession(_attach_url(env, shell, stdout=True), [V5])
+    time.sleep(0.3)
+    a.send(0, b"echo shared-$((6*7))\n")
+    assert b"shared-42" in _read_until(a, 1, b"shared-42")
+    assert b"shared-42" in _read_until(b, 1, b"shared-42")
+    a.sock.close()  # one session vanishing leaves the other and the container alone
+    a2 = WsSession(_attach_url(env, shell, stdin=True, stdout=True), [V5])
+    time.sleep(0.3)
+    a2.send(0, b"echo again\n")
+    assert b"again" in _read_until(b, 1, b"again")
+    a2.sock.close()
+    b.sock.close()
+    time.sleep(0.5)
+    assert _state(env, shell) == pb.CONTAINER_RUNNING
+
+
+def test_attach_resize_reaches_the_tty_and_exit_ends_the_session(env: Env) -> None:
+    ctr = env.run(env.pod_id, ["sh"], name=f"tty{secrets.token_hex(2)}", stdin=True, tty=True)
+    s = WsSession(_attach_url(env, ctr, stdin=True, stdout=True, tty=True), [V5])
+    s.send(4, json.dumps({"Width": 123, "Height": 45}).encode())
+    time.sleep(0.5)
+    s.send(0, b"stty size\n")
+    assert b"45 123" in _read_until(s, 1, b"45 123"), s.result.channels
+    s.send(0, b"exit\n")
+    r = s.finish(10)  # the container's exit ends the session cleanly
+    assert r.close_code == 1000 and json.loads(r.out(3))["status"] == "Success"
