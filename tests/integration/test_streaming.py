@@ -361,10 +361,23 @@ def shell(env: Env) -> str:
 @pytest.mark.parametrize("transport", ["spdy", "websocket"])
 def test_crictl_attach_then_detach_leaves_it_running(env: Env, shell: str, transport: str
                                                      ) -> None:  # fmt: skip
-    out = env.crictl("attach", "-i", "--transport", transport, shell,
-                     input=f"echo {transport}-$((40+2))\n".encode())  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == f"{transport}-42\n".encode(), out.stdout
+    ep = f"unix://{env.peapod.socket}"
+    proc = subprocess.Popen([str(CRICTL), "--runtime-endpoint", ep, "--config",
+                             str(env.base / "crictl.yaml"), "attach", "-i", "--transport",
+                             transport, shell], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(f"echo {transport}-$((40+2))\n".encode())
+        proc.stdin.flush()
+        line = proc.stdout.readline()  # the echo came back through the session
+        proc.stdin.close()  # stdin EOF detaches (conmon keeps the shell's stdin open)
+        assert proc.wait(15) == 0, proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert line == f"{transport}-42\n".encode(), line
     assert _state(env, shell) == pb.CONTAINER_RUNNING
 
 
