@@ -60,7 +60,7 @@ class Services:
         observer.track(self.containers.count_by_state)
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
-        self.streams = StreamServer(config.streaming, self.containers)
+        self.streams = StreamServer(config.streaming, self.containers, self.pods)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
 
     def reconfigure(self, config: Config) -> None:

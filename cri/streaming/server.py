@@ -17,17 +17,22 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from base.errors import FailedPrecondition
+from base.errors import FailedPrecondition, PeapodError
 from cri.config import StreamingConfig
 from cri.streaming import http, spdy, websocket
 from cri.streaming.attach import run_attach
 from cri.streaming.channels import RESIZE, STDIN, Channels, ProtocolViolation
+from cri.streaming.portforward import Dial, SpdyPortForward
 from cri.streaming.remotecommand import run_exec
 from cri.streaming.requests import ATTACH, EXEC, PORTFORWARD, StreamRequest
+from cri.streaming.spdy import SpdyConnection
 from cri.streaming.tokens import TokenCache
+from cri.streaming.ws_pipe import TUNNEL_PROTOCOL, WsBytePipe
+from sandbox.netns_dial import dial_localhost
 
 if TYPE_CHECKING:
     from oci.container.manager import ContainerManager
+    from sandbox.manager import PodManager
 
 log = logging.getLogger("peapod.streaming")
 
@@ -39,9 +44,12 @@ _KINDS = (EXEC, ATTACH, PORTFORWARD)
 class StreamServer:
     """Serves the URLs Exec, Attach and PortForward hand out."""
 
-    def __init__(self, cfg: StreamingConfig, containers: ContainerManager) -> None:
+    def __init__(
+        self, cfg: StreamingConfig, containers: ContainerManager, pods: PodManager
+    ) -> None:
         self.cfg = cfg
         self.containers = containers
+        self.pods = pods
         self.tokens = TokenCache(cfg.token_ttl, cfg.max_pending)
         self._slots = threading.BoundedSemaphore(cfg.max_sessions)
         self._tls = _tls_context(cfg)
@@ -172,41 +180,63 @@ class StreamServer:
         else:
             run_exec(self.containers, req, ch)
 
-    def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
-        if req.kind == PORTFORWARD:
-            _answer(conn, 501, f"{req.kind} over WebSocket is not served yet")
-            return
+    def _dialer(self, pod_id: str) -> Dial:
+        """Connects to ``localhost:<port>`` in the pod's network namespace (host: loopback)."""
+        pod = self.pods.get(pod_id)
+        netns = "" if pod.host_network else pod.ns_paths.get("net", "")
+        if not pod.host_network and not netns:
+            raise FailedPrecondition(f"pod sandbox {pod.id} has no network namespace")
+        return lambda port: dial_localhost(netns, port)
+
+    def _portforward(self, conn: SpdyConnection, req: StreamRequest) -> None:
         try:
-            ws, proto = websocket.handshake(conn, head.raw, websocket.REMOTECOMMAND_PROTOCOLS)
+            dial = self._dialer(req.target)
+        except PeapodError as exc:
+            log.info("port-forward refused", extra={"error": str(exc)})
+            conn.goaway(spdy.GOAWAY_OK, 0)
+            return
+        SpdyPortForward(conn, dial).run()
+
+    def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
+        supported = websocket.REMOTECOMMAND_PROTOCOLS
+        if req.kind == PORTFORWARD:
+            supported = (TUNNEL_PROTOCOL,)
+        try:
+            ws, proto = websocket.handshake(conn, head.raw, supported)
         except websocket.Rejected:
             return
         except ProtocolViolation as exc:
             _answer(conn, 400, str(exc))
+            return
+        if req.kind == PORTFORWARD:
+            self._portforward(SpdyConnection(WsBytePipe(conn, ws)), req)
             return
         inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
         ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
         self._remotecommand(req, ch)
 
     def _spdy(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
+        supported = spdy.REMOTECOMMAND_PROTOCOLS
         if req.kind == PORTFORWARD:
-            _answer(conn, 501, f"{req.kind} over SPDY is not served yet")
-            return
+            supported = (spdy.PORTFORWARD_PROTOCOL,)
         offered = head.values("x-stream-protocol-version")
         if not offered:
             _answer(conn, 400, "missing X-Stream-Protocol-Version; supported: "
-                    + ", ".join(spdy.REMOTECOMMAND_PROTOCOLS))  # fmt: skip
+                    + ", ".join(supported))  # fmt: skip
             return
-        chosen = next((p for p in offered if p in spdy.REMOTECOMMAND_PROTOCOLS), None)
+        chosen = next((p for p in offered if p in supported), None)
         if chosen is None:
             _answer(conn, 403, f"none of the offered protocols {', '.join(offered)} is "
-                    f"supported; supported: {', '.join(spdy.REMOTECOMMAND_PROTOCOLS)}",
-                    [("X-Accepted-Stream-Protocol-Versions", p)
-                     for p in spdy.REMOTECOMMAND_PROTOCOLS])  # fmt: skip
+                    f"supported; supported: {', '.join(supported)}",
+                    [("X-Accepted-Stream-Protocol-Versions", p) for p in supported])  # fmt: skip
             return
         conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                       f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {chosen}\r\n\r\n"
                       ).encode())  # fmt: skip
-        sc = spdy.SpdyConnection(conn)
+        sc = SpdyConnection(conn)
+        if req.kind == PORTFORWARD:
+            self._portforward(sc, req)
+            return
         ch = spdy.SpdyChannels(sc, chosen)
         resize = req.tty and chosen not in ("v2.channel.k8s.io", "channel.k8s.io")
         try:

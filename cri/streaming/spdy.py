@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import zlib
+from typing import Protocol
 
 from cri.streaming.channels import NAMES, ProtocolViolation
 from cri.streaming.spdy_dictionary import DICTIONARY
@@ -28,6 +29,7 @@ GOAWAY_OK, GOAWAY_PROTOCOL_ERROR = 0, 1
 MAX_FRAME = 1 << 20
 MAX_HEADERS = 1 << 20
 _OUT_CHUNK = 32 * 1024
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
 REMOTECOMMAND_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                            "v2.channel.k8s.io", "channel.k8s.io")  # fmt: skip
 
@@ -63,10 +65,18 @@ def decode_headers(block: bytes) -> dict[str, str]:
         raise ProtocolViolation("malformed header block") from None
 
 
+class ByteStream(Protocol):
+    """What SPDY runs over: a TCP/TLS socket, or a WebSocket tunnel's byte pipe."""
+
+    def recv(self, size: int) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+
 class SpdyConnection:
     """One SPDY/3.1 connection (server side): frame reading and serialized writing."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket | ByteStream) -> None:
         self.sock = sock
         self._lock = threading.Lock()
         self._deflate = zlib.compressobj(9, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY,
@@ -142,6 +152,19 @@ class SpdyConnection:
                 if last:
                     return
 
+    def reset(self, stream_id: int, status: int) -> None:
+        with contextlib.suppress(OSError):
+            self.send_control(RST_STREAM, 0, struct.pack(">II", stream_id, status))
+
+    def syn_stream(self, payload: bytes, last: int) -> tuple[int, dict[str, str]]:
+        """A client SYN_STREAM's id and headers; ids must be odd and increasing."""
+        if len(payload) < 10:
+            raise ProtocolViolation("SYN_STREAM frame too short")
+        stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
+        if stream_id <= last or stream_id % 2 == 0:
+            raise ProtocolViolation(f"bad stream id {stream_id}")
+        return stream_id, self.inflate(payload[10:])
+
     def goaway(self, status: int, last_stream: int) -> None:
         with self._lock:
             if not self.closed:
@@ -165,8 +188,10 @@ class SpdyChannels:
     def wait_streams(self, expected: int, timeout: float = 30.0) -> None:
         """Read until the client opened ``expected`` streams; ProtocolViolation on timeout."""
         deadline = time.monotonic() + timeout
-        idle = self.conn.sock.gettimeout()
-        self.conn.sock.settimeout(timeout)
+        sock = self.conn.sock
+        assert isinstance(sock, socket.socket)
+        idle = sock.gettimeout()
+        sock.settimeout(timeout)
         try:
             while len(self._by_channel) < expected:
                 if time.monotonic() > deadline or not self._step():
@@ -177,7 +202,7 @@ class SpdyChannels:
                 f"the client opened {len(self._by_channel)} of {expected} streams in "
                 f"{timeout:g}s") from None  # fmt: skip
         finally:
-            self.conn.sock.settimeout(idle)
+            sock.settimeout(idle)
 
     def _step(self) -> bool:
         """Handle one frame; False at end of connection."""
@@ -194,13 +219,8 @@ class SpdyChannels:
                     self._pending.append((channel, b""))
             return True
         if kind == SYN_STREAM:
-            if len(payload) < 10:
-                raise ProtocolViolation("SYN_STREAM frame too short")
-            stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
-            if stream_id <= self._last or stream_id % 2 == 0:
-                raise ProtocolViolation(f"bad stream id {stream_id}")
+            stream_id, headers = self.conn.syn_stream(payload, self._last)
             self._last = stream_id
-            headers = self.conn.inflate(payload[10:])
             channel = NAMES.get(headers.get("streamtype", ""))
             if channel is None or channel in self._by_channel:
                 self.conn.send_control(RST_STREAM, 0, struct.pack(">II", stream_id,

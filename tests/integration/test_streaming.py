@@ -409,3 +409,108 @@ def test_attach_resize_reaches_the_tty_and_exit_ends_the_session(env: Env) -> No
     s.send(0, b"exit\n")
     r = s.finish(10)  # the container's exit ends the session cleanly
     assert r.close_code == 1000 and json.loads(r.out(3))["status"] == "Success"
+
+
+# ---------------------------------------------------------------- port-forward
+def _netns_pod(env: Env) -> str:
+    """A pod with its own network namespace (loopback only) serving HTTP on 8080."""
+    uid = secrets.token_hex(6)
+    cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name=f"n{uid}", uid=uid,
+                                                             namespace="test"),
+                              log_directory=str(env.base / "logs" / uid))  # fmt: skip
+    pod = str(env.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60)
+              .pod_sandbox_id)  # fmt: skip
+    env.run(pod, ["sh", "-c", "echo hello-pf > /tmp/index.html; "
+                  "exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /tmp"], name="web")  # fmt: skip
+    return pod
+
+
+class _Forwarder:
+    """``crictl port-forward`` in the background on a free local port."""
+
+    def __init__(self, env: Env, pod: str, remote: int, transport: str) -> None:
+        from support.daemon import free_port
+
+        self.local = free_port()
+        ep = f"unix://{env.peapod.socket}"
+        self.proc = subprocess.Popen([str(CRICTL), "--runtime-endpoint", ep, "--config",
+                                      str(env.base / "crictl.yaml"), "port-forward",
+                                      "--transport", transport, pod, f"{self.local}:{remote}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.local)) == 0:
+                    return
+            assert self.proc.poll() is None, self.proc.communicate()
+            time.sleep(0.1)
+        raise AssertionError("crictl port-forward did not listen")
+
+    def get(self, path: str = "/") -> bytes:
+        url = f"http://127.0.0.1:{self.local}{path}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return bytes(r.read())
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=10)
+        return err.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def web_pod(env: Env) -> str:
+    pod = _netns_pod(env)
+    deadline = time.monotonic() + 10  # httpd is up once exec can reach it
+    while env.crictl("exec", env.rt.ListContainers(pb.ListContainersRequest(
+            filter=pb.ContainerFilter(pod_sandbox_id=pod)), timeout=10).containers[0].id,
+            "wget", "-qO-", "http://127.0.0.1:8080/").stdout != b"hello-pf\n":  # fmt: skip
+        assert time.monotonic() < deadline, "httpd did not start in the pod"
+        time.sleep(0.2)
+    return pod
+
+
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+def test_crictl_port_forward_into_the_pod_netns(env: Env, web_pod: str, transport: str) -> None:
+    with socket.socket() as s:  # 8080 is the pod's loopback, not the host's
+        assert s.connect_ex(("127.0.0.1", 8080)) != 0
+    fwd = _Forwarder(env, web_pod, 8080, transport)
+    try:
+        assert fwd.get("/index.html") == b"hello-pf\n"
+        assert fwd.get("/index.html") == b"hello-pf\n"  # one session, many connections
+    finally:
+        fwd.stop()
+
+
+def test_port_forward_to_a_closed_port_reports_it(env: Env, web_pod: str) -> None:
+    fwd = _Forwarder(env, web_pod, 9, "spdy")
+    try:
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            fwd.get()
+    finally:
+        err = fwd.stop()
+    assert "cannot connect to localhost:9" in err and "refused" in err, err
+
+
+def test_port_forward_in_a_host_network_pod_dials_host_loopback(env: Env) -> None:
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"host-side\n")
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    fwd = _Forwarder(env, env.pod_id, srv.server_address[1], "spdy")
+    try:
+        assert fwd.get() == b"host-side\n"
+    finally:
+        fwd.stop()
+        srv.shutdown()
+        srv.server_close()
