@@ -35,7 +35,8 @@ V5 = "v5.channel.k8s.io"
 
 
 class Env:
-    def __init__(self, registry: Registry, images: StandardImages) -> None:
+    def __init__(self, registry: Registry, images: StandardImages,
+                 streaming: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.base = Path(tempfile.mkdtemp(prefix="peapod-stream-"))
         net = self.base / "net.d"
         net.mkdir()
@@ -44,7 +45,8 @@ class Env:
             "plugins": [{"type": "loopback"}]}))  # fmt: skip
         self.peapod = Peapod(self.base, registries_conf=registries_conf_text([registry.host]),
                              config={"network": {"network_dir": str(net),
-                                                 "plugin_dirs": ["/usr/lib/cni"]}})  # fmt: skip
+                                                 "plugin_dirs": ["/usr/lib/cni"]},
+                                     "streaming": streaming or {}})  # fmt: skip
         self.image = images.busybox.ref
 
     @property
@@ -514,3 +516,86 @@ def test_port_forward_in_a_host_network_pod_dials_host_loopback(env: Env) -> Non
         fwd.stop()
         srv.shutdown()
         srv.server_close()
+
+
+# ---------------------------------------------------------------- lifetime
+@pytest.fixture
+def own(registry: Registry, test_images: StandardImages, request: Any) -> Iterator[Env]:
+    """A separate daemon (streaming config from the test's param) with a host-network pod."""
+    e = Env(registry, test_images, getattr(request, "param", None))
+    (e.base / "crictl.yaml").write_text("")
+    e.peapod.start()
+    try:
+        e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
+                                  timeout=120)  # fmt: skip
+        e.pod_id = e.pod()
+        e.ctr = e.run(e.pod_id, ["sleep", "3600"])
+        yield e
+    finally:
+        if e.peapod.proc is None or e.peapod.proc.poll() is not None:
+            e.peapod.proc = None
+            e.peapod.start()  # the pods outlive a stopped daemon: remove them through it
+        try:
+            for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
+                e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
+                                      timeout=60)  # fmt: skip
+        finally:
+            e.peapod.cleanup()
+
+
+def _ended_at(s: WsSession, timeout: float) -> float:
+    """When the server ended the session (monotonic), reading until then."""
+    deadline = time.monotonic() + timeout
+    s.sock.settimeout(0.1)
+    while time.monotonic() < deadline:
+        try:
+            if not s._pump() or s.result.close_code is not None:
+                return time.monotonic()
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic()
+    raise AssertionError("the session did not end")
+
+
+@pytest.mark.parametrize("own", [{"idle_timeout": 1.5}], indirect=True)
+def test_idle_timeout_ends_a_silent_session(own: Env) -> None:
+    s = WsSession(own.exec_url(own.ctr, ["sleep", "300"], stdin=True), [V5])
+    start = time.monotonic()
+    took = _ended_at(s, 10) - start
+    assert 1.2 < took < 4, took
+    deadline = time.monotonic() + 5
+    while _exec_procs(own):  # the command went with its session
+        assert time.monotonic() < deadline, _exec_procs(own)
+        time.sleep(0.1)
+
+
+def test_sigterm_ends_exec_attach_and_port_forward_within_a_second(own: Env) -> None:
+    shell = own.run(own.pod_id, ["sh"], name="shell", stdin=True)
+    exec_s = WsSession(own.exec_url(own.ctr, ["sleep", "300"], stdin=True), [V5])
+    attach_s = WsSession(_attach_url(own, shell, stdin=True, stdout=True), [V5])
+    listener = socket.create_server(("127.0.0.1", 0))
+    fwd = _Forwarder(own, own.pod_id, listener.getsockname()[1], "spdy")
+    client = socket.create_connection(("127.0.0.1", fwd.local), timeout=10)
+    client.sendall(b"ping")
+    listener.settimeout(10)
+    while True:  # the forwarder's readiness probe arrives first, already closed
+        pod_side, _ = listener.accept()
+        pod_side.settimeout(10)
+        if pod_side.recv(4) == b"ping":
+            break
+        pod_side.close()
+    pod_side.settimeout(5)
+    time.sleep(0.3)
+    assert own.peapod.proc is not None
+    own.peapod.proc.send_signal(15)
+    start = time.monotonic()
+    ends = [_ended_at(exec_s, 5), _ended_at(attach_s, 5)]
+    assert pod_side.recv(4096) == b""  # the forwarded connection was closed from our side
+    ends.append(time.monotonic())
+    assert max(ends) - start < 1.0, [e - start for e in ends]
+    assert own.peapod.proc.wait(30) == 0, own.peapod.log_tail()
+    fwd.stop()
+    for sock in (client, pod_side, listener):
+        sock.close()
+    assert not _exec_procs(own)
