@@ -4,7 +4,8 @@ The daemon has its own root, runroot, socket, CNI network and registries.conf; t
 registries.conf mirrors registry.k8s.io, k8s.gcr.io and gcr.io to a loopback registry
 holding stand-ins for critest's images (tests/support/critest_images.py). Every spec
 must pass, fail on the expected-failure list, or be skipped for a recorded reason
-(tests/expected-failures.yaml); see tests/support/critest.py for the rules.
+(tests/expected-failures.yaml); see tests/support/critest.py for the rules. The
+Streaming specs run a second time over WebSocket (critest's default is SPDY).
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def host_given_back(scratch: Path) -> Iterator[list[str]]:
 def test_critest_passes_but_for_the_expected_failures(
     registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The whole suite; streaming over SPDY, critest's default transport."""
+    run_and_judge(registry, tmp_path, capsys, [])
+
+
+def test_critest_streaming_over_websocket(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Streaming specs again, with critest's WebSocket exec, attach and port-forward."""
+    run_and_judge(registry, tmp_path, capsys,
+                  ["-websocket-exec", "-websocket-attach", "-websocket-portforward",
+                   "-ginkgo.focus=\\[k8s.io\\] Streaming"], scope="[k8s.io] Streaming")
+
+
+def run_and_judge(registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                  extra: list[str], scope: str = "") -> None:
+    """critest against a fresh peapod; fail on every problem the verdict names."""
     binary = critest.critest_binary()
     if not binary.is_file():
         pytest.fail(f"{binary} is missing; deploy/build-clients.sh builds it (setup.sh test)")
@@ -97,12 +114,12 @@ def test_critest_passes_but_for_the_expected_failures(
     config.write_text("")
     report_path = tmp_path / "report.json"
     log = tmp_path / "critest.log"
-    env = PodEnv()
-    env.peapod.registries_conf.write_text(images.registries_conf())
     with host_given_back(scratch) as left:
+        env = PodEnv()
         try:
+            env.peapod.registries_conf.write_text(images.registries_conf())
             env.peapod.start()
-            args = [*critest.endpoint_args(env.peapod.socket, config),
+            args = [*critest.endpoint_args(env.peapod.socket, config), *extra,
                     f"-ginkgo.json-report={report_path}", f"-ginkgo.timeout={int(TIMEOUT)}s"]
             started = time.monotonic()
             code = critest.run(args, log, TIMEOUT + 60, {"TMPDIR": str(scratch)})
@@ -111,7 +128,9 @@ def test_critest_passes_but_for_the_expected_failures(
             env.sweep()
     assert report_path.is_file(), f"critest wrote no report (exit {code}):\n{_tail(log)}"
     report = critest.parse_report(report_path)
-    verdict = critest.judge(report.specs, expected, skips)
+    verdict = critest.judge(report.specs, expected, skips, scope)
+    if not verdict.passed and not verdict.expected:
+        verdict.problems.append("critest ran no spec")
     if code != 0 and not verdict.expected and not verdict.problems:
         verdict.problems.append(f"critest exited {code} although no spec failed")
     summary = f"{verdict.summary()}\n  critest ran {took:.0f} s, seed {report.seed}"

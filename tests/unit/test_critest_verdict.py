@@ -110,3 +110,12 @@ def test_an_entry_without_issue_or_reason_is_refused(tmp_path: Path) -> None:
     bad.write_text("critest:\n  - spec: x\n    feature: y\n    issue: null\n")
     with pytest.raises(ValueError, match="names no issue and gives no reason"):
         load_expected(bad)
+
+
+def test_a_focused_run_is_judged_within_its_scope() -> None:
+    specs = [SpecResult("[k8s.io] Streaming exec", "passed"),
+             SpecResult("[k8s.io] Container listing stats", "skipped")]
+    problems = judge(specs, [LISTED, BY_REGEX], [USERNS], scope="[k8s.io] Streaming").problems
+    assert [p.split(";")[0] for p in problems] == [
+        "PASSED but on the expected-failure list (streaming (Exec) (issue 12))"]
+    assert judge(specs[1:], [BY_REGEX], [USERNS], scope="[k8s.io] Streaming").problems == []
