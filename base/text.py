@@ -15,7 +15,7 @@ PATH_MAX = 4096  # bytes, the terminating NUL included (linux/limits.h)
 NAME_MAX = 255  # bytes in one path component
 ECHO_LIMIT = 80  # characters of client input quoted in a message
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 def shorten(value: object, limit: int = ECHO_LIMIT) -> str:
@@ -32,7 +32,7 @@ def shorten(value: object, limit: int = ECHO_LIMIT) -> str:
 
 
 def control_char(text: str) -> str | None:
-    """The first ASCII control character (NUL, newline, DEL...) in ``text``, if any."""
+    """The first control character (NUL, newline, DEL, C1...) in ``text``, if any."""
     found = _CONTROL.search(text)
     return found.group() if found else None
 

@@ -21,7 +21,7 @@ T = TypeVar("T")
 # subdomain long, nothing that would break the sandbox and container names
 # (k8s_<container>_<pod>_...), CNI_ARGS or a path.
 MAX_NAME_LEN = 253
-_BAD_NAME_CHARS = re.compile(r"[\s/;=\x00-\x1f\x7f]")
+_BAD_NAME_CHARS = re.compile(r"[^!-~]|[/;=]")  # printable ASCII only (conmon took no other)
 # Label and annotation keys are qualified names (prefix/name): bounded, printable.
 MAX_KEY_LEN = 317  # a 253-character DNS prefix, '/', a 63-character name
 # The API server caps a pod's annotations at 256 KiB in total; labels are far smaller.
@@ -46,8 +46,8 @@ def object_name(value: str, field: str) -> str:
         raise InvalidArgument(f"{field} is empty")
     if len(value) > MAX_NAME_LEN or _BAD_NAME_CHARS.search(value):
         raise InvalidArgument(
-            f"{field} {shorten(value)} is not valid: at most {MAX_NAME_LEN} characters, "
-            "without whitespace, control characters, '/', ';' or '='"
+            f"{field} {shorten(value)} is not valid: at most {MAX_NAME_LEN} printable ASCII "
+            "characters, without whitespace, '/', ';' or '='"
         )
     return value
 

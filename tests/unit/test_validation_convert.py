@@ -44,7 +44,9 @@ def test_choice_maps_known_values_and_names_the_others() -> None:
 
 def test_object_names() -> None:
     assert object_name("web-1.x_y", "name") == "web-1.x_y"
-    for bad in ("", "a/b", "a b", "a\0b", "a;b", "a=b", "x" * 254, HUGE):
+    # Non-ASCII (a C1 control, a private-use character) made conmon exit 1: INTERNAL.
+    for bad in ("", "a/b", "a b", "a\0b", "a;b", "a=b", "x" * 254, HUGE, "\U000fb567\x93\xd8",
+                "caf\xe9"):
         short(lambda bad=bad: object_name(bad, "metadata.name"), words="metadata.name")
 
 

@@ -24,6 +24,7 @@ def test_control_characters_are_found() -> None:
     assert control_char("a\nb") == "\n"
     assert control_char("a\0b") == "\0"
     assert control_char("del\x7f") == "\x7f"
+    assert control_char("c1\x93") == "\x93"  # C1 controls are control characters too
 
 
 def test_check_text_bounds_and_control_characters() -> None:
