@@ -7,17 +7,18 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support.cgroup_tree import (  # noqa: F401 (scenario 8 takes both from here)
+    cgroup_hierarchies,
+    remove_cgroup_tree,
+)
 from support.images import (
     BuiltImage,
     TarBuilder,
@@ -29,8 +30,6 @@ from support.images import (
 from support.pods import HostState
 from support.registry import Registry
 from support.subnets import SubnetLease, reserve
-
-from sandbox.mounts import MOUNTINFO, parse_mountinfo
 
 CATATONIT = Path("/usr/bin/catatonit")
 CNI_CACHE = Path("/var/lib/cni")  # libcni's result cache, where containerd keeps it
@@ -51,41 +50,6 @@ def pause_image() -> BuiltImage:
     """A pause image: Debian's static catatonit in pause mode (-P), nothing else."""
     layer = TarBuilder().file("pause", CATATONIT.read_bytes(), mode=0o755).layer()
     return build_image([layer], {"Entrypoint": ["/pause", "-P"], "Cmd": None, "Env": None})
-
-
-def cgroup_hierarchies() -> list[Path]:
-    """Every mounted cgroup hierarchy root. Not sandbox.cgroups.hierarchy_roots: that lists
-    the controllers peapod uses, while runc makes a container's cgroup in all of them."""
-    return [Path(e.mount_point) for e in parse_mountinfo(MOUNTINFO.read_text())
-            if e.fstype in ("cgroup", "cgroup2") and e.root == "/"]
-
-
-def remove_cgroup_tree(relative: str) -> list[str]:
-    """Kill what still runs in ``/<relative>`` and rmdir it, bottom-up, in every hierarchy.
-
-    Returns what stayed.
-    """
-    tops = [root / relative for root in cgroup_hierarchies() if (root / relative).is_dir()]
-    for top in tops:
-        for dirpath, _dirs, _files in os.walk(top):
-            with contextlib.suppress(OSError):
-                for pid in Path(dirpath, "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-    left: list[str] = []
-    for top in tops:
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            for attempt in range(20):  # a killed task leaves its cgroup a moment later
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if attempt == 19:
-                        left.append(dirpath)
-                    time.sleep(0.05)
-    return left
 
 
 def remove_iptables_rules(marker: str) -> list[str]:

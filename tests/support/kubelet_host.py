@@ -15,27 +15,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-from sandbox.mounts import MOUNTINFO, parse_mountinfo
+from support.cgroup_tree import make_cgroup_tree, remove_cgroup_tree
 from support.kubelet import FIXED_PATHS
 
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 TABLES = ("mangle", "nat", "filter")
 TOOLS = ("iptables", "ip6tables")
-
-
-def cgroup_hierarchies() -> list[Path]:
-    """Every mounted cgroup hierarchy root (v1 controllers, named ones, cgroup2)."""
-    return [Path(e.mount_point) for e in parse_mountinfo(MOUNTINFO.read_text())
-            if e.fstype in ("cgroup", "cgroup2") and e.root == "/"]
 
 
 def kube_chains(tool: str, table: str) -> set[str]:
@@ -62,23 +52,36 @@ class KubeletHost:
                 for d in reversed(missing):
                     d.mkdir()
                     self.made_dirs.append(d)
-        for root in cgroup_hierarchies():
-            top = root / self.cgroup_root
-            top.mkdir(exist_ok=True)
-            for name in ("cpuset.cpus", "cpuset.mems"):  # v1 cpuset starts empty
-                if (top / name).exists() and not (top / name).read_text().strip():
-                    (top / name).write_text((root / name).read_text())
+        make_cgroup_tree(self.cgroup_root)
 
     def restore(self) -> list[str]:
-        """Put back everything recorded; what stayed behind."""
+        """Put back everything recorded, each part whatever the others did; what stayed."""
         left: list[str] = []
+        for what, step in (("sysctls", self._sysctls), ("iptables", self._chains),
+                           ("cgroups", lambda: [f"cgroup {d}" for d in
+                                                remove_cgroup_tree(self.cgroup_root)]),
+                           ("mount points", self._made_dirs)):
+            try:
+                left += step()
+            except Exception as err:  # the other parts must still be put back
+                left.append(f"{what}: {type(err).__name__}: {err}")
+        return left
+
+    def _sysctls(self) -> list[str]:
         for name, value in self.sysctls.items():
             path = Path("/proc/sys", name)
             if path.read_text() != value:
                 path.write_text(value)
+        return []
+
+    def _chains(self) -> list[str]:
+        left = []
         for (tool, table), before in self.chains.items():
             left += self._remove_chains(tool, table, kube_chains(tool, table) - before)
-        left += remove_cgroup_tree(self.cgroup_root)
+        return left
+
+    def _made_dirs(self) -> list[str]:
+        left = []
         for d in reversed(self.made_dirs):
             try:
                 d.rmdir()
@@ -105,28 +108,3 @@ class KubeletHost:
                               capture_output=True).returncode != 0:
                 left.append(f"{tool} -t {table} chain {chain}")
         return left
-
-
-def remove_cgroup_tree(relative: str) -> list[str]:
-    """Kill what runs below ``/<relative>`` and remove it bottom-up in every hierarchy."""
-    tops = [root / relative for root in cgroup_hierarchies() if (root / relative).is_dir()]
-    for top in tops:
-        for dirpath, _dirs, _files in os.walk(top):
-            with contextlib.suppress(OSError):
-                for pid in Path(dirpath, "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-    left: list[str] = []
-    for top in tops:
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            for attempt in range(40):  # a killed task leaves its cgroup a moment later
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if attempt == 39:
-                        left.append(f"cgroup {dirpath}")
-                    time.sleep(0.05)
-    return left
