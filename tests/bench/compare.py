@@ -49,6 +49,7 @@ from runtimes import (  # noqa: E402
 )
 from scale import run_scale  # noqa: E402
 from scenarios import Comparison, Settings  # noqa: E402
+from streaming_bench import run_streaming_bench  # noqa: E402
 
 MANAGED = {"peapod": PeapodRuntime, "containerd": ContainerdRuntime}
 
@@ -87,10 +88,13 @@ def parse_args() -> argparse.Namespace:
         default="1,2,3,4,5,6",
         help="which scenarios to run (5 and 6 use the pods 2 starts, so 2 runs too; "
         "7, scale, is not in the default set: --scenarios 7 --scale-pods N; "
-        "nor is 8, critest -benchmark: --scenarios 8 --critest-samples N)",
+        "nor is 8, critest -benchmark: --scenarios 8 --critest-samples N; "
+        "nor is 9, streaming: --scenarios 9 --stream-mib N)",
     )
     p.add_argument("--critest-samples", type=int, default=20,
                    help="lifecycles of each kind critest times in scenario 8 (--quick: 4)")
+    p.add_argument("--stream-mib", type=int, default=1024,
+                   help="MiB of each transfer in scenario 9 (--quick: 64)")
     p.add_argument("--scale-pods", type=int, default=500,
                    help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
@@ -230,7 +234,8 @@ def main() -> int:
         print(f"network {env.subnet.network} on bridge {env.bridge}; preparing images", flush=True)
         run_scenarios(run, set(args.scenarios.split(",")),
                       30 if args.quick else args.scale_pods,
-                      4 if args.quick else args.critest_samples)
+                      4 if args.quick else args.critest_samples,
+                      64 if args.quick else args.stream_mib)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -292,7 +297,7 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
 
 
 def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
-                  critest_samples: int) -> None:
+                  critest_samples: int, stream_mib: int) -> None:
     """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
     run.prepare()
     if "1" in wanted:
@@ -312,6 +317,9 @@ def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
         run_scale(run, scale_pods)
     if "8" in wanted:
         run_critest_bench(run, critest_samples)
+    if "9" in wanted:
+        run_streaming_bench(run, stream_mib << 20, 1 if stream_mib <= 64 else 2,
+                            5 if stream_mib <= 64 else 20)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ class WsSession:
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.result = Result()
-        self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=parts.path,
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target,
                                                subprotocols=protocols)))  # fmt: skip
         self.accepted = False
         while not self.accepted and self.result.rejected is None:
@@ -71,6 +72,14 @@ class WsSession:
                     self.sock.sendall(self.ws.send(ev.response()))
                 return False
         return bool(data)
+
+    def wait_for(self, channel: int, timeout: float = 20) -> bytes:
+        """Read until ``channel`` has output (or the server closes, or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not self.result.out(channel) and time.monotonic() < deadline:
+            if not self._pump():
+                break
+        return self.result.out(channel)
 
     def send(self, channel: int, data: bytes) -> None:
         msg: Message = BytesMessage(data=bytes([channel]) + data)
