@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from base.errors import FailedPrecondition, PeapodError
 from cri.config import StreamingConfig
-from cri.streaming import http, spdy, websocket
+from cri.streaming import http, spdy, websocket, ws_portforward
 from cri.streaming.attach import run_attach
 from cri.streaming.channels import RESIZE, STDIN, Channels, ProtocolViolation
 from cri.streaming.portforward import Dial, SpdyPortForward
@@ -31,6 +31,8 @@ from cri.streaming.ws_pipe import TUNNEL_PROTOCOL, WsBytePipe
 from sandbox.netns_dial import dial_localhost
 
 if TYPE_CHECKING:
+    from wsproto import WSConnection
+
     from oci.container.manager import ContainerManager
     from sandbox.manager import PodManager
 
@@ -197,19 +199,38 @@ class StreamServer:
             return
         SpdyPortForward(conn, dial).run()
 
+    def _ws_portforward(self, conn: socket.socket, ws: WSConnection, proto: str,
+                        ports: tuple[int, ...], req: StreamRequest) -> None:  # fmt: skip
+        data = frozenset(2 * i for i in range(len(ports)))
+        ch = websocket.WebSocketChannels(conn, ws, proto, data)
+        try:
+            dial = self._dialer(req.target)
+        except PeapodError as exc:
+            ch.abort(str(exc))
+            return
+        ws_portforward.WsPortForward(conn, ch, ports, dial).run()
+
     def _websocket(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
         supported = websocket.REMOTECOMMAND_PROTOCOLS
         if req.kind == PORTFORWARD:
-            supported = (TUNNEL_PROTOCOL,)
+            supported = (TUNNEL_PROTOCOL, *ws_portforward.PROTOCOLS)
         try:
+            ports: tuple[int, ...] = ()
+            offered = {p.strip() for v in head.values("sec-websocket-protocol")
+                       for p in v.split(",")}  # fmt: skip
+            if req.kind == PORTFORWARD and TUNNEL_PROTOCOL not in offered:
+                ports = ws_portforward.requested_ports(head.target, req.ports)
             ws, proto = websocket.handshake(conn, head.raw, supported)
         except websocket.Rejected:
             return
         except ProtocolViolation as exc:
             _answer(conn, 400, str(exc))
             return
-        if req.kind == PORTFORWARD:
+        if req.kind == PORTFORWARD and proto == TUNNEL_PROTOCOL:
             self._portforward(SpdyConnection(WsBytePipe(conn, ws)), req)
+            return
+        if req.kind == PORTFORWARD:
+            self._ws_portforward(conn, ws, proto, ports, req)
             return
         inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
         ch = websocket.WebSocketChannels(conn, ws, proto, inbound)

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -491,6 +492,27 @@ def test_port_forward_to_a_closed_port_reports_it(env: Env, web_pod: str) -> Non
     finally:
         err = fwd.stop()
     assert "cannot connect to localhost:9" in err and "refused" in err, err
+
+
+def test_websocket_channel_pair_port_forward(env: Env, web_pod: str) -> None:
+    url = str(env.rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=web_pod, port=[8080]),
+                                 timeout=10).url)  # fmt: skip
+    s = WsSession(f"{url}?ports=8080,9", ["v4.channel.k8s.io"])
+    assert s.subprotocol == "v4.channel.k8s.io"
+    s.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
+    r = s.finish(10)  # the session ends once the only dialled port's connection has
+    web, closed = struct.pack("<H", 8080), struct.pack("<H", 9)
+    assert r.out(1) == web and r.out(2) == closed  # each channel opens with its port
+    assert r.out(0).startswith(web + b"HTTP/1.") and r.out(0).endswith(b"\r\n\r\nhello-pf\n")
+    assert r.out(3).startswith(closed) and b"refused" in r.out(3), r.channels
+    assert r.close_code == 1000
+
+
+def test_websocket_channel_pair_port_forward_refuses_a_bad_port(env: Env, web_pod: str) -> None:
+    url = str(env.rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=web_pod), timeout=10).url)
+    s = WsSession(f"{url}?ports=70000", ["v4.channel.k8s.io"])
+    assert s.result.rejected == 400
+    assert b"invalid port '70000'" in s.finish(5).body
 
 
 def test_port_forward_in_a_host_network_pod_dials_host_loopback(env: Env) -> None:
