@@ -39,6 +39,7 @@ for _path in (REPO, HERE.parent, HERE):  # peapod's api package, tests/support, 
 
 from critest_bench import run_critest_bench  # noqa: E402
 from environment import BenchEnvironment  # noqa: E402
+from kubelet_start import run_kubelet_start  # noqa: E402
 from report import table, write_json  # noqa: E402
 from runtimes import (  # noqa: E402
     ContainerdRuntime,
@@ -89,10 +90,13 @@ def parse_args() -> argparse.Namespace:
         help="which scenarios to run (5 and 6 use the pods 2 starts, so 2 runs too; "
         "7, scale, is not in the default set: --scenarios 7 --scale-pods N; "
         "nor is 8, critest -benchmark: --scenarios 8 --critest-samples N; "
-        "nor is 9, streaming: --scenarios 9 --stream-mib N)",
+        "nor is 9, streaming: --scenarios 9 --stream-mib N; "
+        "nor is 10, pod start through a real kubelet: --scenarios 10 --kubelet-pods N)",
     )
     p.add_argument("--critest-samples", type=int, default=20,
                    help="lifecycles of each kind critest times in scenario 8 (--quick: 4)")
+    p.add_argument("--kubelet-pods", type=int, default=20,
+                   help="static pods per kubelet start in scenario 10 (--quick: 3)")
     p.add_argument("--stream-mib", type=int, default=1024,
                    help="MiB of each transfer in scenario 9 (--quick: 64)")
     p.add_argument("--scale-pods", type=int, default=500,
@@ -235,7 +239,8 @@ def main() -> int:
         run_scenarios(run, set(args.scenarios.split(",")),
                       30 if args.quick else args.scale_pods,
                       4 if args.quick else args.critest_samples,
-                      64 if args.quick else args.stream_mib)
+                      64 if args.quick else args.stream_mib,
+                      3 if args.quick else args.kubelet_pods)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -267,7 +272,7 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
     if run is None or not run.metrics:
         return
     names = [rt.name for rt in runtimes]
-    metrics = sorted(run.metrics, key=lambda m: m.scenario.split()[0])
+    metrics = sorted(run.metrics, key=lambda m: int(m.scenario.split()[0]))  # 10 after 9
     print()
     print(table(metrics, names, args.baseline, args.subject))
     out = args.results / f"compare-{stamp}.json"
@@ -297,7 +302,7 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
 
 
 def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
-                  critest_samples: int, stream_mib: int) -> None:
+                  critest_samples: int, stream_mib: int, kubelet_pods: int) -> None:
     """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
     run.prepare()
     if "1" in wanted:
@@ -320,6 +325,8 @@ def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
     if "9" in wanted:
         run_streaming_bench(run, stream_mib << 20, 1 if stream_mib <= 64 else 2,
                             5 if stream_mib <= 64 else 20)
+    if "10" in wanted:
+        run_kubelet_start(run, kubelet_pods)
 
 
 if __name__ == "__main__":
