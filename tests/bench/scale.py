@@ -29,6 +29,7 @@ TEARDOWN_CLIENTS = 5
 
 LATENCY = "peapod_operations_latency_seconds"
 QUERIED = ("ListPodSandbox", "ListContainers", "PodSandboxStatus", "ContainerStatus")
+NETWORK = "peapod_network_setup_seconds"  # every CNI ADD of one RunPodSandbox
 
 
 def in_daemon(rt: RuntimeUnderTest) -> dict[str, tuple[float, float]]:
@@ -45,6 +46,14 @@ def in_daemon(rt: RuntimeUnderTest) -> dict[str, tuple[float, float]]:
     }
 
 
+def network_setup(rt: RuntimeUnderTest) -> tuple[float, float] | None:
+    """(sum of seconds, count) of peapod's CNI ADDs so far; None for other runtimes."""
+    if not isinstance(rt, PeapodRuntime) or rt.daemon is None:
+        return None
+    text = rt.daemon.metrics_text()
+    return metric_value(text, f"{NETWORK}_sum"), metric_value(text, f"{NETWORK}_count")
+
+
 def run_scale(run: Comparison, pods: int) -> None:
     """Scenario 7 for every runtime, one after another."""
     label = f"{pods} pods"
@@ -52,6 +61,11 @@ def run_scale(run: Comparison, pods: int) -> None:
         first = run.metric(S7, f"RunPodSandbox, pods 1-{WINDOW}", "ms")
         last = run.metric(S7, f"RunPodSandbox, pods {pods - WINDOW + 1}-{pods}", "ms")
         growth = run.metric(S7, "RunPodSandbox median, last / first", "x")
+        cni = {
+            "first": run.metric(S7, f"CNI ADD inside RunPodSandbox (mean), pods 1-{WINDOW}", "ms"),
+            "last": run.metric(S7, f"CNI ADD inside RunPodSandbox (mean), pods "
+                                   f"{pods - WINDOW + 1}-{pods}", "ms"),
+        }
         start_all = run.metric(S7, f"pod start (sum), all {label}", "ms")
         client = {op: run.metric(S7, f"{op}, {label}", "ms") for op in QUERIED}
         inside = {op: run.metric(S7, f"{op} inside the daemon (mean)", "ms") for op in QUERIED}
@@ -61,12 +75,20 @@ def run_scale(run: Comparison, pods: int) -> None:
         for rt in run.runtimes:
             print(f"   {rt.name}: starting {pods} pods", flush=True)
             started = []
+            marks: dict[int, tuple[float, float] | None] = {}
             for i in range(pods):
+                if i in (0, WINDOW, pods - WINDOW):
+                    marks[i] = network_setup(rt)
                 p = run.start_pod(rt, run.images.busybox, f"scale{i}")
                 started.append(p)
                 start_all.add(rt.name, p.total * 1000)
                 if (i + 1) % 100 == 0:
                     print(f"   {rt.name}: {i + 1} pods", flush=True)
+            marks[pods] = network_setup(rt)
+            for key, (a, b) in (("first", (0, WINDOW)), ("last", (pods - WINDOW, pods))):
+                start, end = marks[a], marks[b]
+                if start is not None and end is not None and end[1] > start[1]:
+                    cni[key].add(rt.name, (end[0] - start[0]) / (end[1] - start[1]) * 1000)
             runs = [p.run * 1000 for p in started]
             first.add(rt.name, *runs[:WINDOW])
             last.add(rt.name, *runs[-WINDOW:])
