@@ -2,8 +2,8 @@
 
 One kubelet and one peapod serve the module. peapod has a CNI bridge on a test /24, so
 pods get real IPs; the kubelet's configuration keeps every path in its temporary folder
-(see ``support.kubelet``). The static pods, on images this test pushes to the loopback
-registry:
+(see ``support.kubelet``). The static pods, on an image this test pushes to the
+loopback registry:
 
 - ``probes``: exec probes: ``box`` passes both, ``unready`` fails readiness, ``sick``
   fails liveness after a few seconds and is restarted for it;
@@ -12,9 +12,10 @@ registry:
 - ``initpod``: an init container, then two containers sharing a PID namespace;
 - ``pullfail``: an image the registry lacks; ``cmdfail``: a command that fails.
 
-Checks read the kubelet's own endpoints (/pods, /healthz, /containerLogs) and peapod
-through crictl; the last tests remove manifests and check the host. Every CRI error the
-kubelet logs must be on ``tests/expected-failures.yaml`` (``kubelet:``) or provoked here.
+Checks read the kubelet's own endpoints (/pods, /healthz, /containerLogs, /run, /exec,
+/stats/summary) and peapod through crictl; the last tests remove manifests and check
+the host. Every CRI error the kubelet logs must be on ``tests/expected-failures.yaml``
+(``kubelet:``), provoked here, or NotFound for a container the kubelet had removed.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def manifests(image: str, missing_image: str, host_port: int) -> dict[str, dict[
         "probes": static_pod("probes", [
             box("box", f"sleep 2; touch /tmp/ready; {sleep}",
                 readinessProbe=exec_probe("cat /tmp/ready"),
-                livenessProbe=exec_probe("true", period=2)),
+                livenessProbe=exec_probe("true", period=2, threshold=3)),
             box("unready", sleep, readinessProbe=exec_probe("cat /nonexistent")),
             box("sick", f"sleep 3; touch /tmp/sick; {sleep}",
                 livenessProbe=exec_probe("test ! -e /tmp/sick")),
@@ -292,6 +293,11 @@ def test_kubelet_restart_recreates_nothing(node: Node) -> None:
     assert kubelet_ips(node) == ips
 
 
+# What the kubelet meets while peapod is down: its socket gone, or the connection cut.
+TRANSPORT = (r"rpc error: code = Unavailable desc = (connection error|error reading from "
+             r"server|.*transport)")
+
+
 def test_peapod_restart_recreates_nothing(node: Node) -> None:
     before, ips = settled(node, 0), kubelet_ips(node)
     t0, start = time.monotonic(), datetime.now().astimezone()
@@ -303,8 +309,28 @@ def test_peapod_restart_recreates_nothing(node: Node) -> None:
     assert kubelet_ips(node) == ips
 
 
-TRANSPORT = (r"rpc error: code = Unavailable desc = (connection error|error reading from "
-             r"server|.*transport)")
+def test_exec_run_and_port_forward_through_the_kubelet(node: Node) -> None:
+    """kubectl's paths: WebSockets to the kubelet, which asks peapod for an Exec or
+    PortForward URL and relays the session (exec: v5.channel.k8s.io, translated to SPDY
+    towards peapod; port-forward: v4.channel.k8s.io, proxied); /run is ExecSync."""
+    pod = f"/default/probes-{NODE}/box"
+    status, body = node.kubelet.secure(f"/run{pod}?cmd=cat+/etc/hostname", method="POST")
+    assert (status, body) == (200, f"probes-{NODE}\n".encode()), (status, body)
+    script = "echo via-kubelet; echo oops >&2; exit 3"
+    query = "&".join(f"command={quote(a)}" for a in ("sh", "-c", script))
+    got = node.kubelet.websocket(f"/exec{pod}?{query}&output=1&error=1", "v5.channel.k8s.io")
+    assert (got.get(1), got.get(2)) == (b"via-kubelet\n", b"oops\n"), got
+    status_doc = json.loads(got[3])
+    assert status_doc["reason"] == "NonZeroExitCode", status_doc
+    assert status_doc["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    # Port 8080 of the web pod: data on channel 0, errors on 1, each opened with the port.
+    page = WEB_PAGE.encode()
+    got = node.kubelet.websocket(
+        f"/portForward/default/web-{NODE}?port=8080", "v4.channel.k8s.io",
+        send=((0, b"GET / HTTP/1.0\r\n\r\n"),), until=lambda ch: page in ch.get(0, b""))
+    port = (8080).to_bytes(2, "little")
+    assert got.get(0, b"").startswith(port + b"HTTP/1.") and page in got[0], got
+    assert got.get(1, b"") in (port, b""), got  # no error for the port
 
 
 def veths(info: dict[str, Any]) -> set[str]:
@@ -359,21 +385,6 @@ def ready_pods_without_web(node: Node) -> bool:
     s = {name: node.statuses(name) for name in ("probes", "initpod")}
     return bool(s["probes"].get("box", {}).get("ready")
                 and "running" in s["initpod"].get("main", {}).get("state", {}))
-
-
-def test_exec_and_run_through_the_kubelet(node: Node) -> None:
-    """kubectl exec's path: a WebSocket (v5.channel.k8s.io) to the kubelet, which asks
-    peapod for an Exec URL and relays the session; /run is ExecSync through it."""
-    pod = f"/default/probes-{NODE}/box"
-    status, body = node.kubelet.secure(f"/run{pod}?cmd=cat+/etc/hostname", method="POST")
-    assert (status, body) == (200, f"probes-{NODE}\n".encode()), (status, body)
-    script = "echo via-kubelet; echo oops >&2; exit 3"
-    query = "&".join(f"command={quote(a)}" for a in ("sh", "-c", script))
-    got = node.kubelet.websocket(f"/exec{pod}?{query}&output=1&error=1", "v5.channel.k8s.io")
-    assert (got.get(1), got.get(2)) == (b"via-kubelet\n", b"oops\n"), got
-    status_doc = json.loads(got[3])
-    assert status_doc["reason"] == "NonZeroExitCode", status_doc
-    assert status_doc["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
 
 
 def test_stats_summary(node: Node) -> None:

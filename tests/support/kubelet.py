@@ -27,12 +27,20 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import BytesMessage, CloseConnection, RejectConnection, RejectData, Request
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+)
 
 from support.daemon import REPO
 from support.ports import free_port
@@ -243,10 +251,13 @@ class Kubelet:
         except urllib.error.HTTPError as err:
             return int(err.code), err.read()
 
-    def websocket(self, path: str, protocol: str, timeout: float = 30) -> dict[int, bytes]:
-        """A WebSocket session on the authenticated port (as kubectl exec opens one):
-        what arrived per channel (the first byte of each message) until the kubelet
-        closed it. Channel -1 holds the HTTP status and body of a refused upgrade."""
+    def websocket(self, path: str, protocol: str, send: tuple[tuple[int, bytes], ...] = (),
+                  until: Callable[[dict[int, bytes]], bool] | None = None,
+                  timeout: float = 30) -> dict[int, bytes]:
+        """A WebSocket session on the authenticated port, as kubectl exec or port-forward
+        opens one: ``send`` is written once it is accepted (channel, data); returns what
+        arrived per channel (a message's first byte) when the kubelet closes it or
+        ``until`` holds. Channel -1 holds the status and body of a refused upgrade."""
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -257,14 +268,19 @@ class Kubelet:
             ws = WSConnection(ConnectionType.CLIENT)
             sock.sendall(ws.send(Request(host=host, target=path, subprotocols=[protocol])))
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (until and until(channels)):
                 data = sock.recv(65536)
                 ws.receive_data(data or None)
                 for ev in ws.events():
-                    if isinstance(ev, RejectConnection):
+                    if isinstance(ev, AcceptConnection):
+                        for channel, payload in send:
+                            sock.sendall(ws.send(BytesMessage(data=bytes([channel]) + payload)))
+                    elif isinstance(ev, RejectConnection):
                         channels[-1] = str(ev.status_code).encode()
                     elif isinstance(ev, RejectData):
                         channels[-1] = channels.get(-1, b"") + b" " + ev.data
+                        if ev.body_finished:
+                            return channels
                     elif isinstance(ev, BytesMessage) and ev.data:
                         ch = ev.data[0]
                         channels[ch] = channels.get(ch, b"") + bytes(ev.data[1:])
