@@ -134,6 +134,8 @@ class StreamServer:
 
     def _connection(self, conn: socket.socket) -> None:
         try:
+            # Frames are small separate writes (replies, status, FINs): no Nagle delay.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(HEAD_TIMEOUT)
             if self._tls is not None:
                 tls = self._tls.wrap_socket(conn, server_side=True)
