@@ -141,8 +141,10 @@ def test_50_execs_and_20_port_forwards_leave_no_fds_threads_or_memory(daemon: En
         # Warm-up: one of each, so lazily made pools and imports are in the baseline.
         assert _one_exec(env, 0, threading.Barrier(1)) == b"up\ngot 0\n"
         assert _one_forward(env, echo, 0)
-        with ThreadPoolExecutor(4 * RPC_WORKERS) as pool:  # grows the rpc pool to its size
-            list(pool.map(lambda _: env.exec_url(env.ctr, ["true"]), range(4 * RPC_WORKERS)))
+        with ThreadPoolExecutor(2 * RPC_WORKERS) as pool:  # rpcs that each hold a worker
+            list(pool.map(lambda _: env.rt.ExecSync(pb.ExecSyncRequest(  # fill the rpc pool
+                container_id=env.ctr, cmd=["sleep", "0.5"], timeout=10), timeout=30),
+                range(2 * RPC_WORKERS)))  # fmt: skip
         time.sleep(1)
         fds, threads, rss = _fds(pid), _threads(pid), _rss_mib(pid)
 
