@@ -21,7 +21,8 @@ from cri.config import Config
 from cri.liveness import LivenessProbe
 from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
 from cri.streaming.server import StreamServer
-from oci.container.manager import ContainerManager, ContainerObserver, PodLookup
+from oci.container.exits import ContainerObserver
+from oci.container.manager import ContainerManager, PodLookup
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers, resolve_binary
 from oci.container.settings import ContainerSettings
 from oci.container.store import ContainerStore

@@ -45,7 +45,6 @@ from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_socket_path, attach_symlink_path
 from oci.container import rootfs, runtime_cli
 from oci.container.create import (
-    UNKNOWN_EXIT,
     ContainerBuild,
     CreateRequest,
     PodView,
@@ -54,14 +53,12 @@ from oci.container.create import (
 )
 from oci.container.exec_stream import StreamExec
 from oci.container.exit_watcher import ExitWatcher
+from oci.container.exits import MONITOR_EXIT_WAIT, ContainerObserver, ExitTracking, alive
 from oci.container.record import (
     CREATED,
     CREATING,
-    ERROR,
-    EXITED,
     RUNNING,
     ContainerRecord,
-    exit_reason,
 )
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers
 from oci.container.settings import ContainerSettings
@@ -79,9 +76,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("peapod.containers")
 
 KILL_WAIT = 10.0  # how long a SIGKILLed container may take to be reaped
-MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
-_POLL = 0.1
-MONITOR_GONE = "container monitor and process disappeared"
 KEEP_FOR = 300.0  # seconds a container created after its caller's deadline waits for the retry
 MAX_KEPT = 64  # containers kept that way at most; beyond, the oldest is removed
 SHUTDOWN_WAIT = 10.0  # how long close() waits for cancelled creations to roll back
@@ -95,23 +89,6 @@ class PodLookup(Protocol):
     def lock(
         self, pod_id: str, ctx: CallContext | None = None
     ) -> AbstractContextManager[None]: ...
-
-
-class ContainerObserver(Protocol):
-    """Receives container events (the daemon turns them into metrics)."""
-
-    def oom_killed(self) -> None: ...
-
-    def monitor_lost(self) -> None:
-        """A running container's conmon died while the container kept running."""
-
-
-class _NoObserver:
-    def oom_killed(self) -> None:
-        pass
-
-    def monitor_lost(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -130,11 +107,6 @@ class ContainerFilter:
             and rec.sandbox_id.startswith(self.pod_id)
             and all(rec.labels.get(k) == v for k, v in self.labels.items())
         )
-
-
-def alive(pid: int, start: int) -> bool:
-    """Whether the process ``pid`` that started at ``start`` ticks still runs."""
-    return pid > 0 and procs.is_alive(pid) and (not start or procs.start_ticks(pid) == start)
 
 
 def _ticks_at(wall_ns: int) -> int:
@@ -175,7 +147,7 @@ def _applied(old: dict[str, Any], new: Resources) -> dict[str, Any]:
     return out
 
 
-class ContainerManager:
+class ContainerManager(ExitTracking):
     """Owns every container of the daemon."""
 
     def __init__(
@@ -189,18 +161,14 @@ class ContainerManager:
         observer: ContainerObserver | None = None,
         keep_for: float = KEEP_FOR,
     ) -> None:
-        self.settings = settings
-        self.store = store
+        super().__init__(settings, store, observer)
         self.handlers = handlers
         self.images = images
         self.facts = facts
         self.pods = pods
-        self.observer: ContainerObserver = observer or _NoObserver()
         self._ops: dict[str, threading.Lock] = {}
         self._ops_guard = threading.Lock()
-        self._exited = threading.Condition()
         self._specs: dict[str, dict[str, Any]] = {}
-        self._orphans: set[str] = set()  # running without conmon, already reported
         self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
         self._late: PendingResults[str] = PendingResults(
             "container-creates", keep_for, MAX_KEPT, self._discard_late
@@ -245,148 +213,6 @@ class ContainerManager:
         """
         self._late.close(SHUTDOWN_WAIT)
         self._watcher.close()
-
-    # ---- exits ---------------------------------------------------------------
-    def handle_exit(self, ctr_id: str) -> None:
-        """conmon wrote an exit file for ``ctr_id``: record the exit."""
-        rec = self.store.get(ctr_id)
-        if rec is None:
-            files.remove_exit_file(str(self.settings.exit_dir), ctr_id)  # stale
-            return
-        if rec.state == CREATING:
-            return  # the create settles it
-        self.record_exit(ctr_id)
-
-    def read_exit(self, rec: ContainerRecord) -> tuple[int, int] | None:
-        """(status, finished_at_ns) from conmon's files, None if it wrote none yet."""
-        persisted = files.read_persisted_exit(rec.persist_dir)
-        if persisted is not None:
-            return persisted
-        code = files.read_exit_file(str(self.settings.exit_dir), rec.id)
-        if code is None:
-            return None
-        try:
-            finished = os.stat(os.path.join(self.settings.exit_dir, rec.id)).st_mtime_ns
-        except FileNotFoundError:
-            finished = time.time_ns()
-        return code, finished
-
-    def record_exit(self, ctr_id: str) -> None:
-        rec = self.store.get(ctr_id)
-        if rec is None:
-            return
-        found = self.read_exit(rec)
-        if found is None:
-            return
-        code, finished = found
-        oom = files.oom_killed(rec.persist_dir) or os.path.exists(
-            os.path.join(rec.bundle, files.OOM_FILE)
-        )
-        reason = exit_reason(code, oom)
-        if self._finish(ctr_id, code, finished, reason, ""):
-            log.info("container exited", extra={"container": ctr_id, "exit_code": code,
-                                                 "reason": reason})
-            if oom:
-                self.observer.oom_killed()
-        files.remove_exit_file(str(self.settings.exit_dir), ctr_id)
-
-    def mark_lost(self, ctr_id: str, message: str) -> None:
-        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, message):
-            log.warning("container lost", extra={"container": ctr_id, "error": message})
-
-    def _finish(self, ctr_id: str, code: int, finished: int, reason: str, message: str) -> bool:
-        """Record that a created or running container ended; False if it already had."""
-        made = False
-
-        def change(cur: ContainerRecord) -> ContainerRecord | None:
-            nonlocal made
-            if cur.state not in (CREATED, RUNNING):
-                return None
-            made = True
-            return replace(cur, state=EXITED, exit_code=code, finished_at=finished,
-                           reason=reason, message=message)
-
-        self.store.update(ctr_id, change)
-        with self._exited:
-            self._exited.notify_all()
-        return made
-
-    def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:
-        """Wait up to ``seconds`` for the container to be recorded as exited.
-
-        The state is checked with the condition's lock held, so an exit recorded between
-        the check and the wait still wakes us (``_finish`` notifies under that lock).
-        """
-        deadline = time.monotonic() + seconds
-        gone_since: float | None = None
-        while True:
-            with self._exited:
-                rec = self.store.get(ctr_id)
-                if rec is None or rec.state not in (CREATED, RUNNING):
-                    return True
-                now = time.monotonic()
-                if not alive(rec.pid, rec.pid_start):
-                    # The process is gone: conmon writes its exit file right after reaping it.
-                    self.record_exit(ctr_id)
-                    gone_since = gone_since or now
-                    if now - gone_since > MONITOR_EXIT_WAIT and not alive(
-                        rec.monitor_pid, rec.monitor_start
-                    ):
-                        self.mark_lost(ctr_id, "the monitor exited without writing an exit status")
-                        continue
-                    current = self.store.get(ctr_id)
-                    if current is None or current.state not in (CREATED, RUNNING):
-                        return True
-                if now >= deadline:
-                    return False
-                if ctx is not None:
-                    ctx.check()
-                self._exited.wait(min(_POLL, max(deadline - now, 0.001)))
-
-    # ---- liveness (the daemon's periodic probe) --------------------------------
-    def probe_monitors(self) -> None:
-        """Check the conmon of every running container (see ``probe_monitor``)."""
-        for rec in self.store.visible():
-            if rec.state == RUNNING:
-                try:
-                    self.probe_monitor(rec.id)
-                except Exception:
-                    log.exception("probing a container's monitor failed",
-                                  extra={"container": rec.id})
-        present = {r.id for r in self.store.all()}
-        self._orphans.intersection_update(present)
-
-    def probe_monitor(self, ctr_id: str) -> str:
-        """Check one running container's conmon by pid and start time.
-
-        No lock is held: the record is a snapshot and the change, if any, is
-        applied by ``_finish`` only to a container still created or running.
-        Returns "ok", "orphaned" (conmon gone, the process runs: reported once),
-        "exited" (conmon wrote the exit, recorded now), "lost" (both gone without
-        an exit: marked exited 255) or "" (nothing to check).
-        """
-        rec = self.store.get(ctr_id)
-        if rec is None or rec.state != RUNNING or not rec.monitor_pid:
-            return ""
-        if alive(rec.monitor_pid, rec.monitor_start):
-            return "ok"
-        if alive(rec.pid, rec.pid_start):
-            if ctr_id not in self._orphans:
-                self._orphans.add(ctr_id)
-                log.error("container monitor died; the container runs on but its exit "
-                          "will not be noticed", extra={"container": ctr_id,
-                                                        "monitor_pid": rec.monitor_pid})
-                self.observer.monitor_lost()
-            return "orphaned"
-        # conmon writes the exit before it exits: read after seeing both gone.
-        if self.read_exit(rec) is not None:
-            self.record_exit(ctr_id)
-            return "exited"
-        if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, MONITOR_GONE):
-            log.error("container monitor and process disappeared without an exit status",
-                      extra={"container": ctr_id})
-        self._orphans.discard(ctr_id)
-        return "lost"
 
     # ---- locks -----------------------------------------------------------------
     @contextlib.contextmanager

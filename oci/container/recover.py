@@ -20,7 +20,8 @@ from base.errors import PeapodError
 from conmon import exec_scratch
 from oci.container import runtime_cli
 from oci.container.create import UNKNOWN_EXIT
-from oci.container.manager import ContainerManager, alive
+from oci.container.exits import alive
+from oci.container.manager import ContainerManager
 from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 
 log = logging.getLogger("peapod.containers")

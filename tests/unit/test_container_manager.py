@@ -26,7 +26,8 @@ from base.db import Database
 from base.errors import Internal, InvalidArgument
 from conmon import procs
 from oci.container.exit_watcher import ExitWatcher
-from oci.container.manager import MONITOR_GONE, ContainerManager, ContainerSettings
+from oci.container.exits import MONITOR_GONE
+from oci.container.manager import ContainerManager, ContainerSettings
 from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container.recover import recover_containers
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers
