@@ -33,9 +33,7 @@ from base.errors import (
     DeadlineExceeded,
     Internal,
     InvalidArgument,
-    NotFound,
     PeapodError,
-    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -43,6 +41,7 @@ from base.errors import (
 from oci.image.manifest import ACCEPT, MAX_MANIFEST_BYTES, detect_media_type
 from oci.image.reference import parse_digest, validate_path, validate_tag
 from oci.image.registry_auth import Authenticator, Credentials, error_detail
+from oci.image.registry_errors import network_error, status_error, unauthorized
 
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
@@ -433,21 +432,6 @@ class RegistryClient:
         base, _ = self._base_url(ctx, what)
         return self._send("GET", base + path, headers, None, ctx, what)
 
-    def _unauthorized(self, what: str, repository: str, detail: str) -> Unauthenticated:
-        says = f" (registry says: {detail})" if detail else ""
-        if self.auth.has_credentials:
-            msg = (
-                f"{what}: registry {self.endpoint} rejected the given credentials for "
-                f"{repository}{says}; check the image pull secret and that it grants pull access"
-            )
-        else:
-            msg = (
-                f"{what}: registry {self.endpoint} requires authentication for {repository} and "
-                f"no credentials were given{says}; the repository may not exist, or it is "
-                "private and needs an image pull secret"
-            )
-        return Unauthenticated(msg, reason="UNAUTHORIZED")
-
     def _send(
         self,
         method: str,
@@ -648,97 +632,15 @@ class RegistryClient:
         self, err: BaseException, ctx: CallContext, what: str, origin: _Origin
     ) -> PeapodError:
         """Map a socket/TLS/HTTP exception to a domain error."""
-        host = origin.netloc
-        if ctx.cancelled:
-            return Cancelled(f"{what}: cancelled by the caller", reason="CANCELLED")
-        if isinstance(err, TimeoutError):
-            left = ctx.remaining()
-            if left is not None and left <= 0.05:
-                return DeadlineExceeded(
-                    f"{what}: the caller's deadline passed while waiting for {host}",
-                    reason="TIMEOUT",
-                )
-            return DeadlineExceeded(
-                f"{what}: {host} did not respond in time; the registry or the network is stalled",
-                reason="TIMEOUT",
-            )
-        if isinstance(err, socket.gaierror):
-            return Unavailable(
-                f"{what}: cannot resolve registry host {origin.host!r} ({err.strerror}); check "
-                "the name and the node's DNS",
-                reason="DNS",
-            )
-        if isinstance(err, ConnectionRefusedError):
-            return Unavailable(
-                f"{what}: connection to {host} refused; is the registry running on that port?",
-                reason="CONNECTION_REFUSED",
-            )
-        if isinstance(err, ssl.SSLCertVerificationError):
-            where = f"{self.ca_dir}/{host}/ca.crt" if self.ca_dir else "the system trust store"
-            return Unavailable(
-                f"{what}: the TLS certificate of {host} is not trusted ({err.verify_message}); "
-                f"add its CA to {where}, or mark it insecure in registries.conf",
-                reason="TLS",
-            )
-        if isinstance(err, ssl.SSLError):
-            return Unavailable(
-                f"{what}: TLS with {host} failed ({err.reason or err}); mark it insecure in "
-                "registries.conf if it serves plain HTTP",
-                reason="TLS",
-            )
-        if isinstance(err, http.client.IncompleteRead):
-            return Unavailable(
-                f"{what}: {host} closed the connection before sending the whole body "
-                f"({err.expected} bytes missing); retry",
-                reason="UNKNOWN",
-            )
-        return Unavailable(f"{what}: talking to {host} failed: {err}", reason="UNKNOWN")
+        return network_error(err, ctx, what, origin.netloc, origin.host, self.ca_dir)
 
     def _status_error(
         self, resp: _Response, ctx: CallContext, what: str, repository: str, kind: str
     ) -> PeapodError:
         """Map a non-success HTTP status to a domain error, quoting the registry's message."""
-        status = resp.status
         detail = error_detail(resp.drain(ctx, what))
-        says = f" (registry says: {detail})" if detail else ""
-        registry = self.endpoint
-        if status == 401:
-            return self._unauthorized(what, repository, detail)
-        if status == 403:
-            return PermissionDenied(
-                f"{what}: registry {registry} denied access to {repository}{says}; check that "
-                "the credentials grant pull access",
-                reason="DENIED",
-            )
-        if status == 404:
-            if kind == "manifest":
-                msg = (
-                    f"{what}: manifest unknown; registry {registry} has no such image{says}; "
-                    "check the repository name and tag"
-                )
-            else:
-                msg = (
-                    f"{what}: blob unknown to registry {registry}{says}; the image may have been "
-                    "deleted or be mid-upload; retry or re-push it"
-                )
-            return NotFound(msg, reason="NOT_FOUND")
-        if status == 429:
-            return ResourceExhausted(
-                f"{what}: registry {registry} is rate-limiting pulls (HTTP 429){says}; retry "
-                "later or authenticate for a higher limit",
-                reason="TOOMANYREQUESTS",
-            )
-        if status >= 500:
-            return Unavailable(
-                f"{what}: registry {registry} failed with HTTP {status}{says}; retry later",
-                reason="UNKNOWN",
-            )
-        if status == 400:
-            return InvalidArgument(
-                f"{what}: registry {registry} rejected the request (HTTP 400){says}",
-                reason="UNKNOWN",
-            )
-        return Unavailable(
-            f"{what}: registry {registry} answered unexpected HTTP {status}{says}",
-            reason="UNKNOWN",
-        )
+        return status_error(resp.status, detail, what, self.endpoint, repository, kind,
+                            self.auth.has_credentials)  # fmt: skip
+
+    def _unauthorized(self, what: str, repository: str, detail: str) -> Unauthenticated:
+        return unauthorized(what, self.endpoint, repository, detail, self.auth.has_credentials)
