@@ -316,6 +316,10 @@ def test_exec_run_and_port_forward_through_the_kubelet(node: Node) -> None:
     pod = f"/default/probes-{NODE}/box"
     status, body = node.kubelet.secure(f"/run{pod}?cmd=cat+/etc/hostname", method="POST")
     assert (status, body) == (200, f"probes-{NODE}\n".encode()), (status, body)
+    # No cluster DNS: the pod gets the kubelet's resolvConf, through peapod's pod files.
+    status, body = node.kubelet.secure(f"/run{pod}?cmd=cat+/etc/resolv.conf", method="POST")
+    assert status == 200 and body.decode().split("\n")[:2] == [
+        "nameserver 192.0.2.53", "search peapod.test"], (status, body)
     script = "echo via-kubelet; echo oops >&2; exit 3"
     query = "&".join(f"command={quote(a)}" for a in ("sh", "-c", script))
     got = node.kubelet.websocket(f"/exec{pod}?{query}&output=1&error=1", "v5.channel.k8s.io")

@@ -59,6 +59,14 @@ def kubelet_binary() -> Path:
     return path
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
 def _nofile_hard_limit() -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return 1_000_000 if hard == resource.RLIM_INFINITY else min(hard, 1_000_000)
@@ -157,7 +165,8 @@ class Kubelet:
         ]
 
     def start(self, timeout: float = 60) -> Kubelet:
-        """Start it and wait for /healthz to answer ok."""
+        """Start it; return once /healthz answers ok and its three ports accept
+        connections (it opens them one by one)."""
         for path in FIXED_PATHS:
             if not Path(path).is_dir():
                 raise RuntimeError(f"{path} must exist for the kubelet's bind mount "
@@ -170,7 +179,7 @@ class Kubelet:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kubelet exited with {self.proc.returncode}:\n"
                                    f"{self.log_tail()}")
-            if self.healthy():
+            if self.healthy() and all(map(_listening, self.ports.values())):
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"kubelet not healthy within {timeout}s:\n{self.log_tail()}")
