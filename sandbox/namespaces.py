@@ -22,7 +22,7 @@ from pathlib import Path
 from base.cancel import CallContext
 from base.errors import AlreadyExists, Internal, InvalidArgument
 from sandbox import sysctls as sysctl_mod
-from sandbox.mounts import mounts_at, umount_all
+from sandbox.mounts import is_mountpoint, umount_all
 from sandbox.pod_files import validate_hostname
 from sandbox.tools import find_tool, run_tool
 
@@ -63,7 +63,7 @@ def pin_namespaces(
 
     ns_dir.mkdir(parents=True, exist_ok=True)
     for kind, path in paths.items():
-        if mounts_at(path):
+        if is_mountpoint(path):
             raise AlreadyExists(f"a {kind} namespace is already pinned at {path}; unpin it first")
     try:
         for path in paths.values():
@@ -75,7 +75,7 @@ def pin_namespaces(
                 raise InvalidArgument(why)
             raise Internal(f"creating the pod's namespaces failed: {proc.stderr.strip()}")
         for kind, path in paths.items():
-            if not any(m.fstype == "nsfs" for m in mounts_at(path)):
+            if not is_nsfs(path):
                 raise Internal(f"unshare exited cleanly but no {kind} namespace is bound at {path}")
     except BaseException:
         unpin(paths.values())
@@ -93,6 +93,14 @@ def unpin(paths: Iterable[Path] | Mapping[str, Path]) -> None:
             raise Internal(f"cannot unmount pinned namespace {path}: {exc.strerror}") from exc
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def is_nsfs(path: Path) -> bool:
+    """Tell whether ``path`` is a namespace file (nsfs, one superblock for all namespaces)."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except FileNotFoundError:
+        return False
 
 
 def ns_inode(path: Path) -> int:

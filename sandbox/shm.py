@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from base.errors import AlreadyExists, Internal, InvalidArgument
-from sandbox.mounts import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount, mounts_at, umount_all
+from sandbox.mounts import MS_NODEV, MS_NOEXEC, MS_NOSUID, is_mountpoint, mount, umount_all
 
 
 def mount_shm(path: Path, size_bytes: int) -> None:
@@ -16,7 +16,7 @@ def mount_shm(path: Path, size_bytes: int) -> None:
     if size_bytes <= 0:
         raise InvalidArgument(f"shm size must be a positive number of bytes, not {size_bytes}")
     path.mkdir(parents=True, exist_ok=True)
-    if mounts_at(path):
+    if is_mountpoint(path):
         raise AlreadyExists(f"something is already mounted at {path}; unmount it first")
     try:
         mount(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from base.errors import Internal, InvalidArgument
-from sandbox.mounts import MOUNTINFO, mounts_at, parse_mountinfo, umount_all
+from sandbox.mounts import MOUNTINFO, is_mountpoint, parse_mountinfo, umount_all
 from sandbox.tools import find_tool
 
 MAX_OPTIONS = 4095  # one page, less the terminating NUL
@@ -95,7 +95,7 @@ def unmount_rootfs(target: Path) -> None:
 
 
 def is_mounted(target: Path) -> bool:
-    return bool(mounts_at(target))
+    return is_mountpoint(target)
 
 
 def remove_tree(path: Path) -> None:

@@ -1,8 +1,11 @@
-"""Unit tests for mountinfo parsing."""
+"""Unit tests for mountinfo parsing and the statx mount-point check."""
 
 from __future__ import annotations
 
-from sandbox.mounts import parse_mountinfo
+from pathlib import Path
+
+from sandbox.mounts import MOUNTINFO, is_mountpoint, parse_mountinfo
+from sandbox.namespaces import is_nsfs
 
 
 def test_parse_mountinfo_fields_and_escapes() -> None:
@@ -19,3 +22,18 @@ def test_parse_mountinfo_fields_and_escapes() -> None:
     assert entries[1].options == "rw,nosuid,nodev,noexec"
     assert entries[1].source == "shm"
     assert entries[1].super_options == "rw,size=65536k,mode=1777"
+
+
+def test_is_mountpoint_agrees_with_mountinfo(tmp_path: Path) -> None:
+    points = {e.mount_point for e in parse_mountinfo(MOUNTINFO.read_text())}
+    reachable = [p for p in points if Path(p).exists()]
+    assert reachable and all(is_mountpoint(Path(p)) for p in reachable)
+    (tmp_path / "file").touch()
+    for plain in (tmp_path / "file", tmp_path / "missing", tmp_path / "missing" / "below"):
+        assert str(plain) not in points and not is_mountpoint(plain)
+
+
+def test_is_nsfs(tmp_path: Path) -> None:
+    assert is_nsfs(Path("/proc/self/ns/net")) and is_nsfs(Path("/proc/self/ns/uts"))
+    (tmp_path / "net").touch()
+    assert not is_nsfs(tmp_path / "net") and not is_nsfs(tmp_path / "missing")
