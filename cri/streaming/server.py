@@ -12,14 +12,13 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import ssl
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from base.errors import FailedPrecondition, PeapodError
 from cri.config import StreamingConfig
-from cri.streaming import http, spdy, websocket, ws_portforward
+from cri.streaming import http, spdy, tls, websocket, ws_portforward
 from cri.streaming.attach import run_attach
 from cri.streaming.channels import RESIZE, STDIN, Channels, ProtocolViolation
 from cri.streaming.portforward import Dial, SpdyPortForward
@@ -54,7 +53,7 @@ class StreamServer:
         self.pods = pods
         self.tokens = TokenCache(cfg.token_ttl, cfg.max_pending)
         self._slots = threading.BoundedSemaphore(cfg.max_sessions)
-        self._tls = _tls_context(cfg)
+        self._tls = tls.server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
@@ -136,14 +135,12 @@ class StreamServer:
         try:
             # Frames are small separate writes (replies, status, FINs): no Nagle delay.
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(HEAD_TIMEOUT)
             if self._tls is not None:
-                tls = self._tls.wrap_socket(conn, server_side=True)
-                with self._lock:  # stop() must shut the TLS socket's fd down
-                    self._conns[tls] = self._conns.pop(conn)
-                conn = tls
-            self._serve(conn)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+                self._serve_tls(conn)
+            else:
+                conn.settimeout(HEAD_TIMEOUT)
+                self._serve(conn)
+        except (OSError, ValueError) as exc:
             log.debug("streaming connection ended", extra={"error": str(exc)})
         finally:
             with self._lock:
@@ -151,6 +148,31 @@ class StreamServer:
             with contextlib.suppress(OSError):
                 conn.close()
             self._slots.release()
+
+    def _serve_tls(self, conn: socket.socket) -> None:
+        """Handshake, then serve the session on a socketpair a pump thread relays over TLS.
+
+        ``conn`` stays registered as a duplicate of the TCP socket so ``stop`` can shut
+        it down, which ends the handshake or the pump and with it the session.
+        """
+        assert self._tls is not None
+        try:
+            tls_sock = tls.handshake(self._tls, conn.dup(), tls.HANDSHAKE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            log.info("streaming TLS handshake failed", extra={"error": str(exc)})
+            return
+        outer, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pump = threading.Thread(target=tls.TlsPump(tls_sock, inner).run, name="stream-tls",
+                                daemon=True)  # fmt: skip
+        pump.start()
+        try:
+            outer.settimeout(HEAD_TIMEOUT)
+            self._serve(outer)
+        finally:
+            with contextlib.suppress(OSError):
+                outer.shutdown(socket.SHUT_RDWR)
+            outer.close()
+            pump.join(tls.DRAIN_TIMEOUT + STOP_WAIT)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -268,17 +290,6 @@ class StreamServer:
             ch.abort(str(exc))
             return
         self._remotecommand(req, ch)
-
-
-def _tls_context(cfg: StreamingConfig) -> ssl.SSLContext | None:
-    if not cfg.tls_cert:
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
-    if cfg.tls_client_ca:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cfg.tls_client_ca)
-    return ctx
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",

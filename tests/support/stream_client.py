@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -38,11 +39,16 @@ class Result:
 class WsSession:
     """One connection to a streaming URL, upgraded to WebSocket."""
 
-    def __init__(self, url: str, protocols: list[str], timeout: float = 20) -> None:
+    def __init__(self, url: str, protocols: list[str], timeout: float = 20,
+                 tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        if parts.scheme == "https":  # an https URL needs ``tls`` (whose CA checks the server)
+            assert tls is not None, f"{url} needs an SSL context"
+            self.sock = tls.wrap_socket(self.sock, server_hostname=parts.hostname)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.result = Result()
+        self._partial = bytearray()
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         self.sock.sendall(self.ws.send(Request(host=parts.netloc, target=target,
                                                subprotocols=protocols)))  # fmt: skip
@@ -61,9 +67,13 @@ class WsSession:
                 self.result.rejected = ev.status_code
             elif isinstance(ev, RejectData):
                 self.result.body += ev.data
-            elif isinstance(ev, BytesMessage) and ev.data:
-                ch = ev.data[0]
-                self.result.channels[ch] = self.result.out(ch) + bytes(ev.data[1:])
+            elif isinstance(ev, BytesMessage):  # a large message arrives in fragments
+                self._partial += ev.data
+                if ev.message_finished and self._partial:
+                    ch = self._partial[0]
+                    self.result.channels[ch] = self.result.out(ch) + bytes(self._partial[1:])
+                if ev.message_finished:
+                    self._partial = bytearray()
             elif isinstance(ev, TextMessage):
                 self.result.channels.setdefault(-1, b"")
             elif isinstance(ev, CloseConnection):
