@@ -1,7 +1,7 @@
 """The streaming server over TLS (and mutual TLS) through a real peapod, with test-made certs.
 
-crictl is not covered: it follows the stream URL with the kubelet's client-go settings,
-and crictl has no option naming a CA for the streaming server.
+crictl against a TLS stream URL is not covered here (whether it can be made to trust
+the test CA was not established).
 """
 
 from __future__ import annotations
