@@ -43,6 +43,7 @@ from support.kubelet_log import (
     cri_errors,
     load_expected,
     removed_containers,
+    tally,
 )
 from support.kubelet_node import KubeletNode
 from support.ports import free_port
@@ -430,4 +431,6 @@ def test_every_cri_error_the_kubelet_logged_is_expected(node: Node) -> None:
     ]
     removed = AlreadyRemoved(removed_containers(node.env.peapod.log_path.read_text()))
     verdict = check(errors, load_expected(), provoked, [*node.windows, removed])
+    for kind, count in tally(errors).items():  # the census, shown with -s or on failure
+        print(f"{count:5d}  {kind}")
     assert not verdict.unexplained and not verdict.absent, verdict.report()

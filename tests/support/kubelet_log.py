@@ -139,6 +139,19 @@ def load_expected(path: Path = EXPECTED_FAILURES, section: str = "kubelet") -> l
     return out
 
 
+_MESSAGE = re.compile(r'\] "(?P<msg>[^"]*)"')
+
+
+def tally(errors: Iterable[CriError]) -> dict[str, int]:
+    """How many lines of each kind: "<source>: <message> (<code>)"."""
+    counts: dict[str, int] = {}
+    for e in errors:
+        m = _MESSAGE.search(e.line)
+        key = f"{e.source}: {m['msg'] if m else '?'} ({e.code or 'no status'})"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 @dataclass
 class Verdict:
     """``unexplained`` lines, and ``absent`` entries that explained nothing."""

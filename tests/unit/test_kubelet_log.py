@@ -13,6 +13,7 @@ from support.kubelet_log import (
     cri_errors,
     load_expected,
     removed_containers,
+    tally,
 )
 
 CID = "ab" * 32
@@ -82,3 +83,11 @@ def test_removed_containers_from_peapods_text_log() -> None:
 def test_the_kubelet_section_of_the_list_loads() -> None:
     entries = load_expected(EXPECTED_FAILURES)
     assert entries and all(e.issue in (12, 13) and e.feature for e in entries)
+
+
+def test_tally_counts_lines_by_source_message_and_code() -> None:
+    counts = tally(cri_errors(LOG, year=2026))
+    assert counts["remote_runtime.go: ListContainerStats with filter from runtime service "
+                  "failed (Unimplemented)"] == 1
+    assert counts["remote_runtime.go: verify ContainerStatus failed (no status)"] == 1
+    assert sum(counts.values()) == 5
