@@ -13,8 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,14 +23,11 @@ from typing import Any
 import grpc
 import pytest
 from support.daemon import Peapod, registries_conf_text
+from support.daemon_leftovers import DaemonLeftovers
 from support.images import push_busybox
 from support.registry import Registry
 
 from api import api_pb2 as pb
-from conmon import procs
-from sandbox.cgroup_layout import detect_layout
-from sandbox.cgroups import hierarchy_roots
-from sandbox.mounts import umount_all
 
 RUNC = shutil.which("runc", path="/usr/sbin:/usr/bin") or "/usr/sbin/runc"
 PLUGIN_DIR = "/usr/lib/cni"
@@ -40,7 +35,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 MAX_MESSAGE = 400  # no error message of a bad request is longer than this
 
 
-class Env:
+class Env(DaemonLeftovers):
     """The module's daemon, its directories and the checks on what it leaves."""
 
     def __init__(self, registry: Registry) -> None:
@@ -117,33 +112,8 @@ class Env:
                                      timeout=60)  # fmt: skip
 
     # ---- what is left on the host --------------------------------------
-    def mounts(self) -> list[str]:
-        prefix = str(self.base) + "/"
-        with open("/proc/self/mountinfo") as f:
-            return [ln.split()[4] for ln in f if ln.split()[4].startswith(prefix)]
-
-    def our_processes(self) -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and b"peapod" not in argv[0] and any(str(self.base).encode() in a
-                                                          for a in argv):  # fmt: skip
-                found.append(int(entry))
-        if self.peapod.proc is not None:
-            found = [p for p in found if p != self.peapod.proc.pid]
-        return found
-
-    def container_dirs(self) -> list[str]:
-        out = []
-        for d in (self.peapod.root / "containers", self.peapod.runroot / "containers"):
-            if d.is_dir():
-                out += [str(p) for p in d.iterdir()]
-        return out
+    def runtime_roots(self) -> list[Path]:
+        return [self.runc_root]
 
     def leftovers(self) -> dict[str, list[Any]]:
         runtime = [p.name for p in self.runc_root.iterdir()] if self.runc_root.is_dir() else []
@@ -154,34 +124,6 @@ class Env:
             "container dirs": self.container_dirs(),
         }
         return {k: v for k, v in found.items() if v}
-
-    def sweep(self) -> None:
-        """Put the machine back as found, whatever a test left."""
-        with contextlib.suppress(Exception):
-            if self.peapod.proc is not None:
-                self.remove_all()
-        self.peapod.stop(signal.SIGKILL)
-        for pid in self.our_processes():
-            start = procs.start_ticks(pid)
-            if start is not None:
-                procs.wait_gone(procs.kill_tree(pid, not_before_ticks=start), 5)
-        if self.runc_root.is_dir():
-            for state in self.runc_root.iterdir():
-                subprocess.run([RUNC, f"--root={self.runc_root}", "delete", "--force",
-                                state.name], capture_output=True, check=False)  # fmt: skip
-        for point in sorted(self.mounts(), key=len, reverse=True):
-            umount_all(Path(point))
-        for root in hierarchy_roots(detect_layout()):
-            top = root / self.cgroup_parent
-            if top.is_dir():
-                for sub in sorted((p for p in top.rglob("*") if p.is_dir()),
-                                  key=lambda p: len(p.parts), reverse=True):  # fmt: skip
-                    with contextlib.suppress(OSError):
-                        sub.rmdir()
-                with contextlib.suppress(OSError):
-                    top.rmdir()
-        self.peapod.cleanup()
-
 
 @pytest.fixture(scope="module")
 def env(registry: Registry) -> Iterator[Env]:

@@ -9,13 +9,11 @@ The module's teardown sweeps whatever a failing test left behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,6 +25,7 @@ import grpc
 import pytest
 import yaml
 from support.daemon import Peapod, metric_value, registries_conf_text
+from support.daemon_leftovers import DaemonLeftovers
 from support.images import StandardImages, build_image, busybox_rootfs_layer, marker_layer, push
 from support.registry import Registry
 
@@ -35,7 +34,6 @@ from conmon import crilog, procs
 from cri.liveness import INTERVAL_ENV
 from sandbox.cgroup_layout import V2, detect_layout
 from sandbox.cgroups import hierarchy_roots
-from sandbox.mounts import umount_all
 
 PROBE = 0.3  # the daemon's liveness probe interval in these tests (10 s in production)
 RUNC = shutil.which("runc", path="/usr/sbin:/usr/bin") or "/usr/sbin/runc"
@@ -53,7 +51,7 @@ def tools() -> None:
             pytest.fail(f"{path} is missing; run deploy/setup.sh test")
 
 
-class Env:
+class Env(DaemonLeftovers):
     """The module's daemon, its directories and cgroup parent, and the checks on them."""
 
     def __init__(self, registry: Registry) -> None:
@@ -183,28 +181,6 @@ class Env:
                                      timeout=60)  # fmt: skip
 
     # ---- what is left on the host --------------------------------------
-    def mounts(self) -> list[str]:
-        prefix = str(self.base) + "/"
-        with open("/proc/self/mountinfo") as f:
-            return [ln.split()[4] for ln in f if ln.split()[4].startswith(prefix)]
-
-    def our_processes(self) -> list[int]:
-        """conmon and runtime processes started for this daemon (their argv names our dirs)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and b"peapod" not in argv[0] and any(str(self.base).encode() in a
-                                                          for a in argv):  # fmt: skip
-                found.append(int(entry))
-        if self.peapod.proc is not None:
-            found = [p for p in found if p != self.peapod.proc.pid]
-        return found
-
     def container_cgroups(self) -> list[Path]:
         """Container cgroups (pod/<64 hex>) under our parent in any hierarchy."""
         out = []
@@ -218,12 +194,8 @@ class Env:
         return [f"{name}/{p.name}" for name, root in self.roots.items() if root.is_dir()
                 for p in root.iterdir()]  # fmt: skip
 
-    def container_dirs(self) -> list[str]:
-        out = []
-        for d in (self.peapod.root / "containers", self.peapod.runroot / "containers"):
-            if d.is_dir():
-                out += [str(p) for p in d.iterdir()]
-        return out
+    def runtime_roots(self) -> list[Path]:
+        return list(self.roots.values())
 
     def leftovers(self) -> dict[str, list[Any]]:
         found = {
@@ -234,35 +206,6 @@ class Env:
             "container dirs": self.container_dirs(),
         }
         return {k: v for k, v in found.items() if v}
-
-    def sweep(self) -> None:
-        """Put the machine back as found, whatever a test left."""
-        with contextlib.suppress(Exception):
-            if self.peapod.proc is not None:
-                self.remove_all()
-        self.peapod.stop(signal.SIGKILL)
-        for pid in self.our_processes():
-            start = procs.start_ticks(pid)
-            if start is not None:
-                procs.wait_gone(procs.kill_tree(pid, not_before_ticks=start), 5)
-        for root in self.roots.values():
-            if root.is_dir():
-                for state in root.iterdir():
-                    subprocess.run([RUNC, f"--root={root}", "delete", "--force", state.name],
-                                   capture_output=True, check=False)  # fmt: skip
-        for point in sorted(self.mounts(), key=len, reverse=True):
-            umount_all(Path(point))
-        for root in hierarchy_roots(detect_layout()):
-            top = root / self.cgroup_parent
-            if top.is_dir():
-                for sub in sorted((p for p in top.rglob("*") if p.is_dir()),
-                                  key=lambda p: len(p.parts), reverse=True):  # fmt: skip
-                    with contextlib.suppress(OSError):
-                        sub.rmdir()
-                with contextlib.suppress(OSError):
-                    top.rmdir()
-        self.peapod.cleanup()
-
 
 @pytest.fixture(scope="module")
 def env(registry: Registry, test_images: StandardImages) -> Iterator[Env]:
