@@ -7,6 +7,7 @@ the corner cases (subprotocols, stdin EOF, resize, replayed tokens, bad frames).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -54,6 +55,24 @@ class Env:
     def rt(self) -> Any:
         return self.peapod.runtime
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Env]:
+        """The daemon started with one running container (pod_id, ctr); all removed after."""
+        self.peapod.start()
+        try:
+            self.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=self.image)),
+                                         timeout=120)  # fmt: skip
+            self.pod_id = self.pod()
+            self.ctr = self.run(self.pod_id, ["sleep", "3600"])
+            yield self
+        finally:
+            try:
+                for item in self.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
+                    self.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
+                                             timeout=60)  # fmt: skip
+            finally:
+                self.peapod.cleanup()
+
     def pod(self) -> str:
         uid = secrets.token_hex(6)
         cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name=f"p{uid}", uid=uid,
@@ -93,20 +112,8 @@ def env(registry: Registry, test_images: StandardImages) -> Iterator[Env]:
         pytest.fail(f"no crictl at {CRICTL}: run deploy/build-clients.sh")
     e = Env(registry, test_images)
     (e.base / "crictl.yaml").write_text("")
-    e.peapod.start()
-    try:
-        e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
-                                  timeout=120)  # fmt: skip
-        e.pod_id = e.pod()
-        e.ctr = e.run(e.pod_id, ["sleep", "3600"])
+    with e.serving():
         yield e
-    finally:
-        try:
-            for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
-                e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
-                                      timeout=60)  # fmt: skip
-        finally:
-            e.peapod.cleanup()
 
 
 def _exec_procs(env: Env) -> list[int]:

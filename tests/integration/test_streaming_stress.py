@@ -40,20 +40,8 @@ def daemon(registry: Registry, test_images: StandardImages) -> Iterator[Env]:
     (e.base / "crictl.yaml").write_text("")
     # A small rpc pool, which the warm-up fills: its threads then stay in the baseline.
     (e.peapod.config_dir / "50-workers.yaml").write_text(f"grpc_workers: {RPC_WORKERS}\n")
-    e.peapod.start()
-    try:
-        e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
-                                  timeout=120)  # fmt: skip
-        e.pod_id = e.pod()
-        e.ctr = e.run(e.pod_id, ["sleep", "3600"])
+    with e.serving():
         yield e
-    finally:
-        try:
-            for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
-                e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
-                                      timeout=60)  # fmt: skip
-        finally:
-            e.peapod.cleanup()
 
 
 def _pid(env: Env) -> int:

@@ -26,8 +26,6 @@ from support.stream_client import WsSession
 from support.tls_certs import client_context, issue, make_ca
 from test_streaming import V5, Env
 
-from api import api_pb2 as pb
-
 
 class Pki:
     """A server CA with a server and a client certificate, and a foreign CA's client."""
@@ -46,46 +44,27 @@ def pki() -> Iterator[Pki]:
         yield Pki(Path(d))
 
 
-def _start(registry: Registry, images: StandardImages, streaming: dict[str, Any]) -> Env:
+def _env(registry: Registry, images: StandardImages, streaming: dict[str, Any]) -> Env:
     if os.geteuid() != 0:
         pytest.fail("streaming tests need root (containers)")
-    e = Env(registry, images, streaming)
-    e.peapod.start()
-    e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
-                              timeout=120)  # fmt: skip
-    e.pod_id = e.pod()
-    e.ctr = e.run(e.pod_id, ["sleep", "3600"])
-    return e
-
-
-def _remove(e: Env) -> None:
-    try:
-        for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
-            e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
-                                  timeout=60)  # fmt: skip
-    finally:
-        e.peapod.cleanup()
+    return Env(registry, images, streaming)
 
 
 @pytest.fixture(scope="module")
 def tls_env(registry: Registry, test_images: StandardImages, pki: Pki) -> Iterator[Env]:
-    e = _start(registry, test_images, {"tls_cert": str(pki.server.cert),
-                                       "tls_key": str(pki.server.key)})  # fmt: skip
-    try:
+    e = _env(registry, test_images, {"tls_cert": str(pki.server.cert),
+                                     "tls_key": str(pki.server.key)})  # fmt: skip
+    with e.serving():
         yield e
-    finally:
-        _remove(e)
 
 
 @pytest.fixture(scope="module")
 def mtls_env(registry: Registry, test_images: StandardImages, pki: Pki) -> Iterator[Env]:
-    e = _start(registry, test_images, {"tls_cert": str(pki.server.cert),
-                                       "tls_key": str(pki.server.key),
-                                       "tls_client_ca": str(pki.ca.cert)})  # fmt: skip
-    try:
+    e = _env(registry, test_images, {"tls_cert": str(pki.server.cert),
+                                     "tls_key": str(pki.server.key),
+                                     "tls_client_ca": str(pki.ca.cert)})  # fmt: skip
+    with e.serving():
         yield e
-    finally:
-        _remove(e)
 
 
 def _exec_echo(e: Env, ctx: ssl.SSLContext) -> None:
