@@ -57,7 +57,8 @@ class Env:
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[Env]:
-        """The daemon started with one running container (pod_id, ctr); all removed after."""
+        """The daemon started with one running container (pod_id, ctr); all removed after,
+        through the daemon, restarted first if a test stopped it."""
         self.peapod.start()
         try:
             self.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=self.image)),
@@ -66,6 +67,9 @@ class Env:
             self.ctr = self.run(self.pod_id, ["sleep", "3600"])
             yield self
         finally:
+            if self.peapod.proc is None or self.peapod.proc.poll() is not None:
+                self.peapod.proc = None
+                self.peapod.start()  # the pods outlive a stopped daemon: remove them through it
             try:
                 for item in self.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
                     self.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
@@ -553,23 +557,8 @@ def own(registry: Registry, test_images: StandardImages, request: Any) -> Iterat
     """A separate daemon (streaming config from the test's param) with a host-network pod."""
     e = Env(registry, test_images, getattr(request, "param", None))
     (e.base / "crictl.yaml").write_text("")
-    e.peapod.start()
-    try:
-        e.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=e.image)),
-                                  timeout=120)  # fmt: skip
-        e.pod_id = e.pod()
-        e.ctr = e.run(e.pod_id, ["sleep", "3600"])
+    with e.serving():
         yield e
-    finally:
-        if e.peapod.proc is None or e.peapod.proc.poll() is not None:
-            e.peapod.proc = None
-            e.peapod.start()  # the pods outlive a stopped daemon: remove them through it
-        try:
-            for item in e.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=10).items:
-                e.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id),
-                                      timeout=60)  # fmt: skip
-        finally:
-            e.peapod.cleanup()
 
 
 def _ended_at(s: WsSession, timeout: float) -> float:
