@@ -207,6 +207,40 @@ class StreamingConfig:
 
 
 @dataclass
+class StatsConfig:
+    collection_period: float = _opt(
+        10.0,
+        "Seconds between background walks of each container's writable layer (its used "
+        "bytes and inodes); stats calls serve the last walk and never wait for one.",
+    )
+    walk_budget: int = _opt(
+        100000,
+        "Most files one writable-layer walk visits; a bigger layer is reported from the "
+        "files counted so far and finished on the next walks, so one huge layer never "
+        "stalls the others.",
+    )
+    included_pod_metrics: list[str] = _opt(
+        ["all"],
+        "Metric families ListPodSandboxMetrics collects: any of cpu, disk, diskIO, hugetlb, "
+        "memory, network, oom, process, spec, pressure, or [all]; container_last_seen is "
+        "always sent. [] sends only that (CRI-O's default).",
+    )
+
+
+@dataclass
+class EventsConfig:
+    enable: bool = _opt(
+        True,
+        "Serve GetContainerEvents (the kubelet's evented PLEG); off, the rpc ends at once.",
+    )
+    subscriber_queue: int = _opt(
+        1000,
+        "Events queued per GetContainerEvents subscriber; one that falls this far behind is "
+        "disconnected (logged and counted in peapod_container_events_dropped_subscribers).",
+    )
+
+
+@dataclass
 class Config:
     listen: str = _opt(
         "/run/peapod/peapod.sock", "Unix socket of the CRI gRPC API (mode 0660)."
@@ -247,6 +281,8 @@ class Config:
     streaming: StreamingConfig = _section(
         StreamingConfig, "The streaming server behind Exec, Attach and PortForward."
     )
+    stats: StatsConfig = _section(StatsConfig, "Container and pod stats, CRI metrics.")
+    events: EventsConfig = _section(EventsConfig, "Container events (GetContainerEvents).")
 
     # ---- derived paths -------------------------------------------------
     @property
@@ -293,6 +329,9 @@ MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
     (StreamingConfig, "max_sessions"): (1, False),
     (StreamingConfig, "max_pending"): (1, False),
     (StreamingConfig, "token_ttl"): (0, True),
+    (StatsConfig, "collection_period"): (0, True),
+    (StatsConfig, "walk_budget"): (1, False),
+    (EventsConfig, "subscriber_queue"): (1, False),
 }
 
 
