@@ -1,0 +1,1 @@
+"""Container and pod statistics: cgroup figures, CPU rates, writable layers, pod networks."""
