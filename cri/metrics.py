@@ -90,6 +90,16 @@ class Metrics:
             "cannot be noticed); found by the liveness probe.",
             registry=r,
         )
+        self.events_dropped_subscribers = Counter(
+            "peapod_container_events_dropped_subscribers",
+            "GetContainerEvents streams ended because their subscriber fell "
+            "events.subscriber_queue events behind.",
+            registry=r,
+        )
+        self.events_subscribers = Gauge(
+            "peapod_container_events_subscribers", "GetContainerEvents streams open now.",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, address: str) -> tuple[str, int] | None:
