@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from base.cancel import CallContext
 from base.errors import Cancelled, DeadlineExceeded, Unavailable
@@ -42,6 +42,19 @@ T = TypeVar("T")
 RUNNING, KEPT, DISCARDING = "running", "kept", "discarding"
 _FAILED, _GONE = "failed", "gone"  # no longer in the table
 REAP_POLL = 1.0  # the reaper looks at the clock at least this often
+# What LateObserver.late_work reports.
+OUTLIVED, HANDED, DISCARDED = "outlived", "handed", "discarded"
+
+
+class LateObserver(Protocol):
+    """Told when work outlives its caller, is handed to a retry, or is discarded unclaimed."""
+
+    def late_work(self, name: str, event: str) -> None: ...
+
+
+class _NoLateObserver:
+    def late_work(self, name: str, event: str) -> None:
+        pass
 
 
 class _Entry(Generic[T]):
@@ -70,8 +83,10 @@ class PendingResults(Generic[T]):
         max_kept: int,
         discard: Callable[[str, T], None],
         clock: Callable[[], float] = time.monotonic,
+        observer: LateObserver | None = None,
     ) -> None:
         self._name = name
+        self._observer: LateObserver = observer or _NoLateObserver()
         self._keep_for = keep_for
         self._max_kept = max_kept
         self._discard = discard
@@ -140,17 +155,18 @@ class PendingResults(Generic[T]):
         del self._entries[entry.key]
         entry.state = _GONE
         if handed:
+            self._observer.late_work(self._name, HANDED)
             log.info("handing a result finished after its caller's deadline to the retry",
                      extra={"pending": self._name, "key": entry.key})
         return cast(T, entry.result)
 
-    @staticmethod
-    def _wait_time(ctx: CallContext, mine: bool, timeout: float) -> float:
+    def _wait_time(self, ctx: CallContext, mine: bool, timeout: float) -> float:
         """How long to wait for a change; raises once the caller's time is up."""
         try:
             return ctx.timeout(REAP_POLL) or REAP_POLL
         except (DeadlineExceeded, Cancelled) as exc:
             if mine:
+                self._observer.late_work(self._name, OUTLIVED)
                 why = (f"did not finish before the caller's deadline; it goes on (for up to "
                        f"{timeout:g}s) and a retry with the same name and attempt receives it")
             else:
@@ -228,6 +244,7 @@ class PendingResults(Generic[T]):
     def _discard_one(self, entry: _Entry[T]) -> None:
         log.info("removing a result nobody came back for",
                  extra={"pending": self._name, "key": entry.key})
+        self._observer.late_work(self._name, DISCARDED)
         try:
             self._discard(entry.key, cast(T, entry.result))
         except Exception:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from base.cancel import CallContext
 from base.errors import Cancelled, DeadlineExceeded, Internal, PeapodError, Unavailable
@@ -21,6 +22,17 @@ from cni.version import LATEST_VERSION
 log = logging.getLogger(__name__)
 
 DeleteTarget = Attachment | tuple[NetworkConfig, RuntimeConf, Result | Mapping[str, Any] | None]
+
+
+class PluginObserver(Protocol):
+    """Told how long each plugin run took (the daemon turns it into metrics)."""
+
+    def plugin_ran(self, plugin: str, command: str, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def plugin_ran(self, plugin: str, command: str, seconds: float) -> None:
+        pass
 
 
 class _GcGate:
@@ -88,8 +100,9 @@ class CNIClient:
     """
 
     def __init__(self, plugin_dirs: Sequence[str], plugin_timeout: float | None = 60.0,
-                 cleanup_timeout: float = 30.0) -> None:
+                 cleanup_timeout: float = 30.0, observer: PluginObserver | None = None) -> None:
         self.plugin_dirs = list(plugin_dirs)
+        self.observer: PluginObserver = observer or _NoObserver()
         self.plugin_timeout = plugin_timeout
         self.cleanup_timeout = cleanup_timeout
         self._gate = _GcGate()
@@ -116,8 +129,12 @@ class CNIClient:
         path = find_plugin(kind, self.plugin_dirs, where=f"network {network.name!r}")
         conf = request_config(network, plugin, command, runtime, prev_result, valid_attachments)
         env = plugin_env(command, self.plugin_dirs, runtime)
-        return exec_plugin(path, plugin=kind, command=command, env=env, stdin=encode(conf),
-                           ctx=ctx, cap=self.plugin_timeout, what=what)
+        started = time.monotonic()
+        try:
+            return exec_plugin(path, plugin=kind, command=command, env=env, stdin=encode(conf),
+                               ctx=ctx, cap=self.plugin_timeout, what=what)
+        finally:
+            self.observer.plugin_ran(kind, command, time.monotonic() - started)
 
     # -- ADD ------------------------------------------------------------------
 

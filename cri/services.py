@@ -7,6 +7,7 @@ that reads ``Config`` into the domain packages' own settings, so ``sandbox``,
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -15,11 +16,23 @@ from pathlib import Path
 
 from base.db import Database
 from base.errors import InvalidArgument
+from base.pending import LateObserver
 from cni import CNIClient
+from cni.client import PluginObserver
 from cri import __version__
 from cri.config import Config
 from cri.liveness import LivenessProbe
-from cri.metrics import ContainerMetrics, Metrics, PodNetworkObserver, PullObserver
+from cri.metrics import (
+    CniPluginMetrics,
+    ContainerMetrics,
+    LateWorkMetrics,
+    Metrics,
+    PodNetworkObserver,
+    PullObserver,
+    StreamingMetrics,
+    set_default_runtime,
+    track_pods,
+)
 from cri.streaming.server import StreamServer
 from oci.container.exits import ContainerObserver
 from oci.container.manager import ContainerManager, PodLookup
@@ -52,16 +65,21 @@ class Services:
         config.runroot_path.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.db_path)
         self.images = image_service(config, self.db, PullObserver(self.metrics))
-        self.pods = pod_manager(config, self.db, PodNetworkObserver(self.metrics))
+        late = LateWorkMetrics(self.metrics)
+        self.pods = pod_manager(config, self.db, PodNetworkObserver(self.metrics),
+                                CniPluginMetrics(self.metrics), late)  # fmt: skip
         self.runtimes = runtime_handlers(config)
+        set_default_runtime(self.metrics, config.runtime.default_runtime)
         observer = ContainerMetrics(self.metrics)
         self.containers = container_manager(
-            config, self.db, self.runtimes, self.images, self.pods, observer
+            config, self.db, self.runtimes, self.images, self.pods, observer, late
         )
         observer.track(self.containers.count_by_state)
+        track_pods(self.metrics, lambda: collections.Counter(p.state for p in self.pods.list()))
         self.pods.containers = self.containers
         self.images.users = self.containers.image_users
-        self.streams = StreamServer(config.streaming, self.containers, self.pods)
+        self.streams = StreamServer(config.streaming, self.containers, self.pods,
+                                   StreamingMetrics(self.metrics))  # fmt: skip
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
 
     def reconfigure(self, config: Config) -> None:
@@ -75,6 +93,7 @@ class Services:
         if config.runtime.seccomp_profile:
             read_profile(config.runtime.seccomp_profile)
         self.runtimes.replace(handlers, config.runtime.default_runtime)
+        set_default_runtime(self.metrics, config.runtime.default_runtime)
         ctrs = self.containers
         ctrs.facts = replace(ctrs.facts, seccomp_profile_path=config.runtime.seccomp_profile)
         ctrs.settings = replace(ctrs.settings,
@@ -109,11 +128,16 @@ def image_service(config: Config, db: Database, observer: PullObserver) -> Image
 
 
 def pod_manager(
-    config: Config, db: Database, observer: NetworkObserver | None = None
+    config: Config,
+    db: Database,
+    observer: NetworkObserver | None = None,
+    plugin_observer: PluginObserver | None = None,
+    late_observer: LateObserver | None = None,
 ) -> PodManager:
     """The pod manager with its CNI network and settings."""
     net = config.network
-    client = CNIClient(net.plugin_dirs, plugin_timeout=net.plugin_timeout)
+    client = CNIClient(net.plugin_dirs, plugin_timeout=net.plugin_timeout,
+                       observer=plugin_observer)  # fmt: skip
     network = PodNetwork(client, net.network_dir, net.default_network,
                          net.wait_for_config, observer)  # fmt: skip
     settings = PodSettings(
@@ -124,7 +148,8 @@ def pod_manager(
         create_timeout=config.sandbox.create_timeout,
         teardown_timeout=max(net.plugin_timeout * 2, 30.0),
     )
-    return PodManager(settings, SandboxStore(db), network, keep_for=config.kept_for_retry)
+    return PodManager(settings, SandboxStore(db), network, keep_for=config.kept_for_retry,
+                      late_observer=late_observer)  # fmt: skip
 
 
 def runtime_handlers(config: Config) -> RuntimeHandlers:
@@ -187,6 +212,7 @@ def container_manager(
     images: ImageService,
     pods: PodLookup | None = None,
     observer: ContainerObserver | None = None,
+    late_observer: LateObserver | None = None,
 ) -> ContainerManager:
     """The container manager, with the host facts detected once."""
     facts = DaemonFacts.detect(
@@ -196,5 +222,5 @@ def container_manager(
     )
     return ContainerManager(
         container_settings(config), ContainerStore(db), handlers, images, facts, pods, observer,
-        keep_for=config.kept_for_retry,
+        keep_for=config.kept_for_retry, late_observer=late_observer,
     )

@@ -37,7 +37,7 @@ from typing import Protocol
 
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, NotFound, PeapodError
-from base.pending import PendingResults
+from base.pending import LateObserver, PendingResults
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
 from sandbox.infra import InfraProcess
 from sandbox.network import PodNetwork
@@ -90,6 +90,7 @@ class PodManager:
         self, settings: PodSettings, store: SandboxStore, network: PodNetwork,
         containers: PodContainers | None = None,
         keep_for: float = KEEP_FOR,
+        late_observer: LateObserver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -102,7 +103,7 @@ class PodManager:
         self._locks_guard = threading.Lock()
         self._retrier = BackgroundRetrier(self._retry_teardown, name="cni-del-retry")
         self._late: PendingResults[str] = PendingResults(
-            "pod-builds", keep_for, MAX_KEPT, self._discard_late
+            "pod-builds", keep_for, MAX_KEPT, self._discard_late, observer=late_observer
         )
 
     # ---- locks ----------------------------------------------------------

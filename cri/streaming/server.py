@@ -14,7 +14,8 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
 
 from base.errors import FailedPrecondition, PeapodError
 from cri.config import StreamingConfig
@@ -40,15 +41,40 @@ log = logging.getLogger("peapod.streaming")
 HEAD_TIMEOUT = 10.0  # seconds a client may take to send its request head
 STOP_WAIT = 1.0
 _KINDS = (EXEC, ATTACH, PORTFORWARD)
+# Protocols a session runs over, as SessionObserver hears them.
+SPDY, WEBSOCKET, SPDY_OVER_WEBSOCKET = "spdy", "websocket", "spdy-over-websocket"
+# Why a connection got no session.
+CAPACITY, TOKEN, REQUEST = "capacity", "token", "request"
+
+
+class SessionObserver(Protocol):
+    """Told when sessions start and end, and when a connection is turned away."""
+
+    def session_started(self, kind: str, protocol: str) -> None: ...
+    def session_ended(self, kind: str, protocol: str) -> None: ...
+    def refused(self, reason: str) -> None: ...
+
+
+class _NoObserver:
+    def session_started(self, kind: str, protocol: str) -> None:
+        pass
+
+    def session_ended(self, kind: str, protocol: str) -> None:
+        pass
+
+    def refused(self, reason: str) -> None:
+        pass
 
 
 class StreamServer:
     """Serves the URLs Exec, Attach and PortForward hand out."""
 
     def __init__(
-        self, cfg: StreamingConfig, containers: ContainerManager, pods: PodManager
+        self, cfg: StreamingConfig, containers: ContainerManager, pods: PodManager,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.cfg = cfg
+        self.observer: SessionObserver = observer or _NoObserver()
         self.containers = containers
         self.pods = pods
         self.tokens = TokenCache(cfg.token_ttl, cfg.max_pending)
@@ -121,6 +147,7 @@ class StreamServer:
             except OSError:
                 return
             if not self._slots.acquire(blocking=False):
+                self.observer.refused(CAPACITY)
                 with contextlib.suppress(OSError):
                     _answer(conn, 503, f"{self.cfg.max_sessions} streams are open; retry later")
                 conn.close()
@@ -178,17 +205,21 @@ class StreamServer:
         try:
             head = http.read_head(conn)
         except http.BadRequest as exc:
+            self.observer.refused(REQUEST)
             _answer(conn, 400, str(exc))
             return
         parts = head.target.split("?", 1)[0].strip("/").split("/")
         if len(parts) != 2 or parts[0] not in _KINDS:
+            self.observer.refused(REQUEST)
             _answer(conn, 404, "no such streaming path")
             return
         if head.method not in ("GET", "POST"):
+            self.observer.refused(REQUEST)
             _answer(conn, 405, "use GET or POST", [("Allow", "GET, POST")])
             return
         req = self.tokens.consume(parts[1])
         if req is None or req.kind != parts[0]:
+            self.observer.refused(TOKEN)
             _answer(conn, 404, "unknown, already used or expired streaming token")
             return
         upgrade = [v.lower() for v in head.values("upgrade")]
@@ -198,7 +229,17 @@ class StreamServer:
         elif "spdy/3.1" in upgrade:
             self._spdy(conn, head, req)
         else:
+            self.observer.refused(REQUEST)
             _answer(conn, 400, "expected an upgrade to SPDY/3.1 or websocket (header Upgrade)")
+
+    @contextlib.contextmanager
+    def _session(self, kind: str, protocol: str) -> Iterator[None]:
+        """Report the session's start and, however it ends, its end."""
+        self.observer.session_started(kind, protocol)
+        try:
+            yield
+        finally:
+            self.observer.session_ended(kind, protocol)
 
     def _remotecommand(self, req: StreamRequest, ch: Channels) -> None:
         if req.kind == ATTACH:
@@ -251,14 +292,16 @@ class StreamServer:
             _answer(conn, 400, str(exc))
             return
         if req.kind == PORTFORWARD and proto == TUNNEL_PROTOCOL:
-            self._portforward(SpdyConnection(WsBytePipe(conn, ws)), req)
+            with self._session(req.kind, SPDY_OVER_WEBSOCKET):
+                self._portforward(SpdyConnection(WsBytePipe(conn, ws)), req)
             return
-        if req.kind == PORTFORWARD:
-            self._ws_portforward(conn, ws, proto, ports, req)
-            return
-        inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
-        ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
-        self._remotecommand(req, ch)
+        with self._session(req.kind, WEBSOCKET):
+            if req.kind == PORTFORWARD:
+                self._ws_portforward(conn, ws, proto, ports, req)
+                return
+            inbound = frozenset({STDIN, RESIZE} if req.tty else {STDIN})
+            ch = websocket.WebSocketChannels(conn, ws, proto, inbound)
+            self._remotecommand(req, ch)
 
     def _spdy(self, conn: socket.socket, head: http.RequestHead, req: StreamRequest) -> None:
         supported = spdy.REMOTECOMMAND_PROTOCOLS
@@ -278,18 +321,19 @@ class StreamServer:
         conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                       f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {chosen}\r\n\r\n"
                       ).encode())  # fmt: skip
-        sc = SpdyConnection(conn)
-        if req.kind == PORTFORWARD:
-            self._portforward(sc, req)
-            return
-        ch = spdy.SpdyChannels(sc, chosen)
-        resize = req.tty and chosen not in ("v2.channel.k8s.io", "channel.k8s.io")
-        try:
-            ch.wait_streams(1 + req.stdin + req.stdout + req.stderr + resize)
-        except ProtocolViolation as exc:
-            ch.abort(str(exc))
-            return
-        self._remotecommand(req, ch)
+        with self._session(req.kind, SPDY):
+            sc = SpdyConnection(conn)
+            if req.kind == PORTFORWARD:
+                self._portforward(sc, req)
+                return
+            ch = spdy.SpdyChannels(sc, chosen)
+            resize = req.tty and chosen not in ("v2.channel.k8s.io", "channel.k8s.io")
+            try:
+                ch.wait_streams(1 + req.stdin + req.stdout + req.stderr + resize)
+            except ProtocolViolation as exc:
+                ch.abort(str(exc))
+                return
+            self._remotecommand(req, ch)
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",

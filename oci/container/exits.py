@@ -35,22 +35,30 @@ log = logging.getLogger("peapod.containers")
 MONITOR_EXIT_WAIT = 5.0  # how long conmon may take to exit after its container
 _POLL = 0.1
 MONITOR_GONE = "container monitor and process disappeared"
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"  # set by the kubelet on its containers
 
 
 class ContainerObserver(Protocol):
     """Receives container events (the daemon turns them into metrics)."""
 
-    def oom_killed(self) -> None: ...
+    def oom_killed(self, namespace: str) -> None:
+        """The OOM killer ended a container of a pod in ``namespace`` ("" if unknown)."""
 
     def monitor_lost(self) -> None:
         """A running container's conmon died while the container kept running."""
 
+    def exec_sync_finished(self, exit_code: int, timed_out: bool) -> None:
+        """An ExecSync command ended (``timed_out``: killed at its timeout)."""
+
 
 class _NoObserver:
-    def oom_killed(self) -> None:
+    def oom_killed(self, namespace: str) -> None:
         pass
 
     def monitor_lost(self) -> None:
+        pass
+
+    def exec_sync_finished(self, exit_code: int, timed_out: bool) -> None:
         pass
 
 
@@ -114,8 +122,12 @@ class ExitTracking:
             log.info("container exited", extra={"container": ctr_id, "exit_code": code,
                                                  "reason": reason})
             if oom:
-                self.observer.oom_killed()
+                self.observer.oom_killed(self.pod_namespace(rec))
         files.remove_exit_file(str(self.settings.exit_dir), ctr_id)
+
+    def pod_namespace(self, rec: ContainerRecord) -> str:
+        """The namespace of the container's pod, from the kubelet's label ("" if none)."""
+        return rec.labels.get(POD_NAMESPACE_LABEL, "")
 
     def mark_lost(self, ctr_id: str, message: str) -> None:
         if self._finish(ctr_id, UNKNOWN_EXIT, time.time_ns(), ERROR, message):

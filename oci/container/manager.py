@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from base.cancel import CallContext
 from base.errors import AlreadyExists, FailedPrecondition, Internal, NotFound, PeapodError
-from base.pending import PendingResults
+from base.pending import LateObserver, PendingResults
 from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_socket_path, attach_symlink_path
@@ -160,6 +160,7 @@ class ContainerManager(ExitTracking):
         pods: PodLookup | None = None,
         observer: ContainerObserver | None = None,
         keep_for: float = KEEP_FOR,
+        late_observer: LateObserver | None = None,
     ) -> None:
         super().__init__(settings, store, observer)
         self.handlers = handlers
@@ -171,7 +172,8 @@ class ContainerManager(ExitTracking):
         self._specs: dict[str, dict[str, Any]] = {}
         self._watcher = ExitWatcher(str(settings.exit_dir), self.handle_exit)
         self._late: PendingResults[str] = PendingResults(
-            "container-creates", keep_for, MAX_KEPT, self._discard_late
+            "container-creates", keep_for, MAX_KEPT, self._discard_late,
+            observer=late_observer,
         )
         self._held: collections.Counter[str] = collections.Counter()  # pod id -> holders
         self._held_guard = threading.Lock()
@@ -469,6 +471,15 @@ class ContainerManager(ExitTracking):
             records = [r for r in records if flt.matches(r)]
         return records
 
+    def pod_namespace(self, rec: ContainerRecord) -> str:
+        """The namespace of the container's pod; the kubelet's label once the pod is gone."""
+        if self.pods is not None:
+            try:
+                return str(self.pods.get(rec.sandbox_id).metadata.namespace)
+            except PeapodError:
+                pass
+        return super().pod_namespace(rec)
+
     def count_by_state(self) -> dict[str, int]:
         """How many visible containers are in each state."""
         return dict(collections.Counter(r.state for r in self.store.visible()))
@@ -509,7 +520,7 @@ class ContainerManager(ExitTracking):
         rec = self._running(id_or_prefix, "exec in")
         handler = self.runtime_for(rec)
         process = process_for_exec(self.spec(rec), cmd, tty=False)
-        return exec_sync(
+        result = exec_sync(
             handler.monitor_path,
             handler.runtime_path,
             handler.runtime_root,
@@ -521,6 +532,8 @@ class ContainerManager(ExitTracking):
             env=handler.monitor_env,
             ctx=ctx,
         )
+        self.observer.exec_sync_finished(result.exit_code, result.timed_out)
+        return result
 
     def exec_stream(self, id_or_prefix: str, cmd: list[str], tty: bool, stdin: bool) -> StreamExec:
         """Start ``cmd`` in the running container for a streaming session."""

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -47,7 +48,11 @@ class PullObserver(Protocol):
 
     def bytes_downloaded(self, count: int) -> None: ...
     def layer_reused(self) -> None: ...
+    def layer_downloaded(self, size: int) -> None: ...
     def pull_finished(self, result: str) -> None: ...
+
+    def pull_succeeded(self, seconds: float, image_size: int) -> None:
+        """A pull returned an image of ``image_size`` bytes after ``seconds``."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class ImageService:
         server_address: str = "",
     ) -> ImageRecord:
         """Pull ``image`` and return its record; raises a domain error naming the cause."""
+        started = time.monotonic()
         try:
             candidates = self.registries().candidates(image)
             key = (
@@ -170,6 +176,7 @@ class ImageService:
             self.observer.pull_finished(exc.reason or type(exc).__name__.upper())
             raise
         self.observer.pull_finished("success")
+        self.observer.pull_succeeded(time.monotonic() - started, record.size)
         return record
 
     def _pull_candidates(
@@ -370,6 +377,7 @@ class ImageService:
             client.fetch_blob(
                 repo, layer.digest, tmp, ctx, layer.size, self.observer.bytes_downloaded
             )
+            self.observer.layer_downloaded(layer.size)
             info = self.store.ensure_layer(diff_id, tmp, compression, lease, ctx)
             if info.reused:
                 self.observer.layer_reused()

@@ -336,11 +336,14 @@ class _Observer:
     def __init__(self) -> None:
         self.monitors_lost = 0
 
-    def oom_killed(self) -> None:
+    def oom_killed(self, namespace: str) -> None:
         pass
 
     def monitor_lost(self) -> None:
         self.monitors_lost += 1
+
+    def exec_sync_finished(self, exit_code: int, timed_out: bool) -> None:
+        pass
 
 
 def _kill(h: Harness, pid: int) -> None:
