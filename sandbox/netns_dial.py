@@ -29,7 +29,7 @@ def dial_localhost(netns_path: str, port: int, timeout: float = 5.0) -> socket.s
     def work() -> None:
         try:
             if netns_path:
-                _enter(netns_path)
+                enter_netns(netns_path)
             result.append(_connect(port, timeout))
         except Exception as exc:  # handed to the caller below
             result.append(exc)
@@ -43,7 +43,12 @@ def dial_localhost(netns_path: str, port: int, timeout: float = 5.0) -> socket.s
     return out
 
 
-def _enter(path: str) -> None:
+def enter_netns(path: str) -> None:
+    """Move the calling thread into the network namespace pinned at ``path``.
+
+    Only for a thread that exits afterwards (or stays there): the thread does not
+    come back to the host namespace. FailedPrecondition naming the cause.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:

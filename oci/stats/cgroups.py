@@ -391,3 +391,13 @@ def container_dirs(cgroups_path: str, layout: CgroupLayout | None = None) -> Cgr
     """The directories of the container whose spec has ``linux.cgroupsPath`` =
     ``cgroups_path`` (see ``oci.spec.resources.cgroups_path``)."""
     return dirs_for(runc_cgroup_path(cgroups_path), layout)
+
+
+def read_cpu_usage(dirs: CgroupDirs) -> int | None:
+    """Cumulative CPU time (ns, all cores) alone: v1 ``cpuacct.usage``, v2 ``cpu.stat``
+    ``usage_usec``; one file, for callers that need no breakdown. None if unreadable."""
+    if dirs.version == V2:
+        cpu = _cpu_v2(dirs.unified)
+        return cpu.usage_ns if cpu is not None else None
+    acct = dirs.v1.get("cpuacct")
+    return read_int(f"{acct}/cpuacct.usage") if acct else None
