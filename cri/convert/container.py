@@ -12,6 +12,7 @@ from cri.call import object_id
 from cri.convert.resources import resources
 from cri.convert.validate import choice, object_name, string_map
 from oci.container.create import CreateRequest, check_log_path
+from oci.container.image_volumes import check_sub_path
 from oci.container.manager import ContainerFilter
 from oci.container.record import CREATED, EXITED, RUNNING, ContainerRecord
 from oci.spec.inputs import (
@@ -89,17 +90,41 @@ def cri_signal(name: str) -> int:
 # ---- requests ----------------------------------------------------------------
 
 
+def _image_volume(m: pb.Mount, where: str) -> None:
+    """Refuse what an image volume cannot be: writable, shared, or also a host path."""
+    check_text(m.image.image, f"image volume {where} image", MAX_IMAGE_LEN)
+    check_text(m.image.user_specified_image, f"image volume {where} user_specified_image",
+               MAX_IMAGE_LEN)  # fmt: skip
+    if m.host_path:
+        raise InvalidArgument(
+            f"mount {where} names both an image and host_path {shorten(m.host_path)}; "
+            "set one of them"
+        )
+    if not m.readonly:
+        raise InvalidArgument(f"image volume {where} must be readonly: an image is read-only")
+    if m.propagation != pb.PROPAGATION_PRIVATE:
+        raise InvalidArgument(
+            f"image volume {where}: mount propagation must be private (an image volume "
+            "has no mounts to share)"
+        )
+    check_sub_path(m.image_sub_path, where)
+
+
 def _mount(m: pb.Mount) -> Mount:
     where = shorten(m.container_path)
-    if m.HasField("image") and m.image.image:
-        raise InvalidArgument(f"mount {where}: image volumes are not supported by peapod")
+    image = m.image.image if m.HasField("image") else ""
+    if image:
+        _image_volume(m, where)
+    elif m.image_sub_path:
+        raise InvalidArgument(f"mount {where} has image_sub_path but names no image")
     if m.uidMappings or m.gidMappings:
         raise InvalidArgument(
             f"mount {where}: ID-mapped mounts (user namespaces) are not supported"
         )
     check_path(m.container_path, "mount container_path")
     destination(m.container_path)  # where runc refuses a mount, refused here first
-    check_path(m.host_path, f"mount {where} host_path")
+    if not image:
+        check_path(m.host_path, f"mount {where} host_path")
     for option in m.mount_options:
         check_text(option, f"mount {where} option", MAX_OPTION_LEN)
     return Mount(
@@ -112,6 +137,9 @@ def _mount(m: pb.Mount) -> Mount:
         selinux_relabel=m.selinux_relabel,
         recursive_read_only=m.recursive_read_only,
         options=tuple(m.mount_options),
+        image=image,
+        user_specified_image=m.image.user_specified_image if image else "",
+        image_sub_path=m.image_sub_path,
     )
 
 
@@ -295,7 +323,7 @@ def pb_resources(res: dict[str, Any]) -> pb.LinuxContainerResources:
 
 
 def _pb_mount(m: dict[str, Any]) -> pb.Mount:
-    return pb.Mount(
+    out = pb.Mount(
         container_path=m["container_path"],
         host_path=m["host_path"],
         readonly=m["readonly"],
@@ -303,6 +331,16 @@ def _pb_mount(m: dict[str, Any]) -> pb.Mount:
         propagation=pb.MountPropagation.Value("PROPAGATION_" + m["propagation"]),
         recursive_read_only=m["recursive_read_only"],
     )
+    image = m.get("image")
+    if image:
+        # image_ref is the image's ID: what PullImage answered for it (critest compares).
+        out.image.CopyFrom(pb.ImageSpec(
+            image=image["image"],
+            user_specified_image=image["user_specified_image"],
+            image_ref=image["image_id"],
+        ))  # fmt: skip
+        out.image_sub_path = image["image_sub_path"]
+    return out
 
 
 def to_pb_status(rec: ContainerRecord) -> pb.ContainerStatus:

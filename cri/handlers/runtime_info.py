@@ -50,6 +50,8 @@ def status(d: Services, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.
         status=pb.RuntimeStatus(conditions=conditions),
         info=info,
         runtime_handlers=runtime_handlers(d),
+        # Merge and Strict are peapod's own work (oci/spec/user.py), for every runtime.
+        features=pb.RuntimeFeatures(supplemental_groups_policy=True),
     )
 
 

@@ -5,7 +5,7 @@ The steps, each undone in reverse order if a later one fails:
 1. reserve the name and store a ``creating`` record (so a crash mid-way is
    cleaned up at the next start);
 2. hold the image's layers (RemoveImage keeps them while the container exists);
-3. mount the overlay root filesystem;
+3. mount the overlay root filesystem, and the image volumes (``image_volumes``);
 4. generate the OCI spec and write the bundle's config.json;
 5. have conmon run ``<runtime> create``; conmon joins the pod's cgroup first so a
    service manager stopping the daemon does not take it along.
@@ -35,7 +35,7 @@ from base.text import check_path, shorten
 from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
-from oci.container import rootfs
+from oci.container import image_volumes, rootfs
 from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container.runtimes import RuntimeHandler
 from oci.image.store import ImageRecord
@@ -200,6 +200,7 @@ class ContainerBuild:
         self.req = req
         self.undo = UndoStack()
         self.handler: RuntimeHandler | None = None
+        self.volume_images: dict[str, ImageRecord] = {}
 
     def run(self, ctx: CallContext) -> ContainerRecord:
         mgr, pod, req = self.mgr, self.pod, self.req
@@ -214,6 +215,7 @@ class ContainerBuild:
                 f"image {shorten(req.image)} is not present on this node; pull it first",
                 reason="IMAGE_NOT_FOUND",
             )
+        volumes = self.volume_images = image_volumes.find_images(mgr.images, req.container.mounts)
         ctr_id = secrets.token_hex(32)
         request = replace(req.container, id=ctr_id)
         img_cfg = image_config(image)
@@ -244,7 +246,7 @@ class ContainerBuild:
             user_specified_image=req.user_specified_image,
             labels=dict(request.labels),
             annotations=dict(request.annotations),
-            mounts=[_mount_record(m) for m in request.mounts],
+            mounts=[_mount_record(m, volumes.get(m.image)) for m in request.mounts],
             resources=asdict(request.resources),
             tty=request.tty,
             stdin=request.stdin,
@@ -280,6 +282,10 @@ class ContainerBuild:
         for d in (storage, Path(rec.persist_dir), bundle):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         rootfs.mount_rootfs(lower, storage, Path(rec.rootfs))
+        mounts = image_volumes.mount_volumes(
+            mgr.images.store, rec.id, request.mounts, self.volume_images, bundle, storage
+        )
+        request = replace(request, mounts=mounts)
         ctx.check()
 
         spec = generate_spec(
@@ -383,8 +389,9 @@ class ContainerBuild:
         return f"/proc/{target.pid}/ns/pid"
 
 
-def _mount_record(m: Any) -> dict[str, Any]:
-    return {
+def _mount_record(m: Any, image: ImageRecord | None) -> dict[str, Any]:
+    """A requested mount as ContainerStatus reports it; an image volume's with its image."""
+    out = {
         "container_path": m.container_path,
         "host_path": m.host_path,
         "readonly": m.readonly,
@@ -392,6 +399,14 @@ def _mount_record(m: Any) -> dict[str, Any]:
         "selinux_relabel": m.selinux_relabel,
         "recursive_read_only": m.recursive_read_only,
     }
+    if image is not None:
+        out["image"] = {
+            "image": m.image,
+            "user_specified_image": m.user_specified_image,
+            "image_id": image.id,
+            "image_sub_path": m.image_sub_path,
+        }
+    return out
 
 
 def signal_number(name: str) -> int:

@@ -43,7 +43,7 @@ from base.pending import LateObserver, PendingResults
 from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_socket_path, attach_symlink_path
-from oci.container import rootfs, runtime_cli
+from oci.container import image_volumes, rootfs, runtime_cli
 from oci.container.create import (
     ContainerBuild,
     CreateRequest,
@@ -394,7 +394,7 @@ class ContainerManager(ExitTracking):
         log.info("container removed", extra={"container": ctr_id})
 
     def teardown(self, rec: ContainerRecord) -> None:
-        """Delete the container's runtime state, monitor, mount, files and layer hold.
+        """Delete the container's runtime state, monitor, mounts, files and layer holds.
 
         Idempotent: every step tolerates what an earlier run or a crash already did.
         """
@@ -418,6 +418,7 @@ class ContainerManager(ExitTracking):
             log.warning("the runtime could not delete the container; cleaning up the rest",
                         extra={"container": rec.id, "error": exc.message})
         rootfs.unmount_rootfs(Path(rec.rootfs))
+        image_volumes.unmount_volumes(Path(rec.bundle))
         rootfs.remove_tree(Path(rec.bundle))
         rootfs.remove_tree(Path(rec.storage_dir))
         files.remove_exit_file(str(self.settings.exit_dir), rec.id)
@@ -485,8 +486,15 @@ class ContainerManager(ExitTracking):
         return dict(collections.Counter(r.state for r in self.store.visible()))
 
     def image_users(self, image_id: str) -> list[str]:
-        """Ids of the containers (half-built ones included) using image ``image_id``."""
-        return [r.id for r in self.store.all() if r.image_id == image_id]
+        """Ids of the containers (half-built ones included) using image ``image_id``.
+
+        A container uses its own image and those it mounts as image volumes.
+        """
+        return [
+            r.id for r in self.store.all()
+            if r.image_id == image_id
+            or any(m.get("image", {}).get("image_id") == image_id for m in r.mounts)
+        ]  # fmt: skip
 
     def spec(self, rec: ContainerRecord) -> dict[str, Any]:
         """The container's OCI spec (read from its bundle once, then cached)."""

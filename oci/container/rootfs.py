@@ -1,5 +1,8 @@
 """A container's root filesystem: an overlay of the image's layers plus its own upper dir.
 
+Image volumes use the same overlay without an upper dir, which the kernel keeps
+read-only (``mount_readonly_layers``).
+
 The kernel copies mount options into one page (4096 bytes), which absolute paths of
 60 layers do not fit. So each layer gets a short symlink in the container's storage
 dir (``l/0``, ``l/1``...; the top layer first) and ``mount`` runs with that dir as
@@ -35,6 +38,12 @@ def overlay_options(layer_count: int) -> str:
     return f"lowerdir={lower},upperdir={UPPER},workdir={WORK}"
 
 
+def readonly_overlay_options(layer_count: int) -> str:
+    """Options of an overlay of ``layer_count`` lower dirs and no upper dir (read-only)."""
+    lower = ":".join(f"{LINKS}/{i}" for i in range(layer_count))
+    return f"ro,lowerdir={lower}"
+
+
 def mount_rootfs(lower_dirs: Sequence[Path], storage_dir: Path, target: Path) -> None:
     """Mount the overlay of ``lower_dirs`` (top first) with a fresh upper dir on ``target``.
 
@@ -43,15 +52,48 @@ def mount_rootfs(lower_dirs: Sequence[Path], storage_dir: Path, target: Path) ->
     """
     layers = list(lower_dirs)
     if not layers:
-        empty = storage_dir / "empty"
-        empty.mkdir(mode=0o755, exist_ok=True)
-        layers = [empty]
+        layers = [_empty_dir(storage_dir)]
     options = overlay_options(len(layers))
+    _check_options(len(layers), options)
+    _link_layers(layers, storage_dir)
+    for sub in (UPPER, WORK):
+        (storage_dir / sub).mkdir(mode=0o755, exist_ok=True)
+    _mount_overlay(options, storage_dir, target, "the container's root filesystem")
+
+
+def mount_readonly_layers(lower_dirs: Sequence[Path], work_dir: Path, target: Path) -> None:
+    """Mount the overlay of ``lower_dirs`` (top first) read-only on ``target``.
+
+    With no upper dir the kernel refuses every write (EROFS); nothing is copied. It
+    needs at least two lower dirs then, so an empty dir under ``work_dir`` is always
+    the bottom one. ``work_dir`` also receives the layer links. On failure nothing
+    stays mounted; the caller removes ``work_dir``.
+    """
+    layers = [*lower_dirs, _empty_dir(work_dir)]
+    if len(layers) < 2:
+        layers.append(_empty_dir(work_dir, "empty2"))
+    options = readonly_overlay_options(len(layers))
+    _check_options(len(layers), options)
+    _link_layers(layers, work_dir)
+    _mount_overlay(options, work_dir, target, "an image volume")
+
+
+def _empty_dir(parent: Path, name: str = "empty") -> Path:
+    empty = parent / name
+    empty.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return empty
+
+
+def _check_options(layer_count: int, options: str) -> None:
     if len(options) > MAX_OPTIONS:
         raise InvalidArgument(
-            f"the image has {len(layers)} layers; overlay cannot stack that many "
+            f"the image has {layer_count} layers; overlay cannot stack that many "
             f"({len(options)} bytes of mount options, the kernel takes {MAX_OPTIONS})"
         )
+
+
+def _link_layers(layers: Sequence[Path], storage_dir: Path) -> None:
+    """``storage_dir/l/<i>``: a short symlink to each layer dir, in ``layers``' order."""
     links = storage_dir / LINKS
     links.mkdir(mode=0o700, parents=True, exist_ok=True)
     for i, layer in enumerate(layers):
@@ -61,8 +103,10 @@ def mount_rootfs(lower_dirs: Sequence[Path], storage_dir: Path, target: Path) ->
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         link.symlink_to(layer)
-    for sub in (UPPER, WORK):
-        (storage_dir / sub).mkdir(mode=0o755, exist_ok=True)
+
+
+def _mount_overlay(options: str, storage_dir: Path, target: Path, what: str) -> None:
+    """Run ``mount -t overlay`` in ``storage_dir`` (the options' paths are relative to it)."""
     target.mkdir(mode=0o755, parents=True, exist_ok=True)
     argv = [find_tool("mount"), "-t", "overlay", "overlay", "-o", options, str(target)]
     try:
@@ -77,11 +121,11 @@ def mount_rootfs(lower_dirs: Sequence[Path], storage_dir: Path, target: Path) ->
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         unmount_rootfs(target)
-        raise Internal(f"cannot mount the container's root filesystem at {target}: {exc}") from None
+        raise Internal(f"cannot mount {what} at {target}: {exc}") from None
     if proc.returncode != 0:
         unmount_rootfs(target)
         err = proc.stderr.strip() or f"mount exited with status {proc.returncode}"
-        raise Internal(f"cannot mount the container's root filesystem at {target}: {err}")
+        raise Internal(f"cannot mount {what} at {target}: {err}")
 
 
 def unmount_rootfs(target: Path) -> None:

@@ -63,7 +63,12 @@ class CgroupDriver(enum.Enum):
 
 @dataclass(frozen=True)
 class Mount:
-    """A host path bind-mounted into the container."""
+    """A host path bind-mounted into the container, or an image volume.
+
+    An image volume names ``image`` (an ID or reference of a present image) and no
+    host path; the container build mounts the image read-only and sets ``host_path``
+    to the directory it binds (``image_sub_path`` inside the image).
+    """
 
     container_path: str
     host_path: str
@@ -72,6 +77,9 @@ class Mount:
     selinux_relabel: bool = False  # accepted and ignored: peapod has no SELinux support
     recursive_read_only: bool = False
     options: tuple[str, ...] = ()  # extra bind options such as "noexec", "nosuid", "nodev"
+    image: str = ""
+    user_specified_image: str = ""
+    image_sub_path: str = ""
 
 
 @dataclass(frozen=True)

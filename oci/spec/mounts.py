@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from base.errors import InvalidArgument
+from base.errors import Internal, InvalidArgument
 from base.text import shorten
 from oci.spec.inputs import Mount, MountPropagation
 from sandbox.facts import SandboxFacts
@@ -132,8 +132,34 @@ def destination(container_path: str) -> str:
     return dest
 
 
+def _extra_options(mount: Mount) -> list[str]:
+    """The request's own bind options, refused unless in ALLOWED_BIND_OPTIONS."""
+    extra = [opt for opt in mount.options if opt]
+    bad = sorted(set(extra) - ALLOWED_BIND_OPTIONS)
+    if bad:
+        raise InvalidArgument(
+            f"mount {shorten(mount.container_path)}: unsupported options {shorten(bad)}; "
+            f"allowed: {sorted(ALLOWED_BIND_OPTIONS)}"
+        )
+    return extra
+
+
+def image_volume_mount(mount: Mount) -> Spec:
+    """The OCI bind of an image volume the build has mounted at ``mount.host_path``.
+
+    Always read-only, private, nosuid and nodev (an image brings no devices and no
+    privileges to the container); exec unless the request adds "noexec".
+    """
+    if not mount.host_path:
+        raise Internal(f"image volume {shorten(mount.container_path)} was not mounted")
+    options = ["rbind", "rprivate", "ro", "nosuid", "nodev", *_extra_options(mount)]
+    return _mount(destination(mount.container_path), "bind", mount.host_path, options)
+
+
 def request_mount(mount: Mount) -> Spec:
     """The OCI mount for one requested bind (rbind, with propagation and ro/rw)."""
+    if mount.image:
+        return image_volume_mount(mount)
     dest = destination(mount.container_path)
     where = shorten(mount.container_path)
     if not mount.host_path:
@@ -142,13 +168,7 @@ def request_mount(mount: Mount) -> Spec:
         raise InvalidArgument(
             f"mount host_path {shorten(mount.host_path)} must be an absolute path"
         )
-    extra = [opt for opt in mount.options if opt]
-    bad = sorted(set(extra) - ALLOWED_BIND_OPTIONS)
-    if bad:
-        raise InvalidArgument(
-            f"mount {where}: unsupported options {shorten(bad)}; allowed: "
-            f"{sorted(ALLOWED_BIND_OPTIONS)}"
-        )
+    extra = _extra_options(mount)
     options = ["rbind", mount.propagation.value, "ro" if mount.readonly else "rw"]
     if mount.recursive_read_only:
         if not mount.readonly or mount.propagation is not MountPropagation.PRIVATE:
