@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from oci.stats import metric_catalog
+
 DEFAULT_CONFIG_FILE = Path("/etc/peapod/peapod.yaml")
 DEFAULT_CONFIG_DIR = Path("/etc/peapod/peapod.yaml.d")
 
@@ -308,6 +310,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "cgroup_manager": ("cgroupfs", "systemd"),
 }
+# Checks of list options whose items have fixed choices: dotted key -> a function that
+# raises ValueError saying what is wrong.
+LIST_CHECKS: dict[str, typing.Callable[[Any], None]] = {
+    "stats.included_pod_metrics": metric_catalog.check_families,
+}
 # Lower bounds of numeric options: (section class, field) -> (bound, strict). A zero
 # timeout or worker count would otherwise fail every pull, call or pod obscurely.
 MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
@@ -536,6 +543,14 @@ def _build(cls: type, data: Any, origins: dict[str, str], path: tuple[str, ...])
                 f"{_where(origins, dotted_name)}: key '{dotted_name}' must be one of "
                 f"{', '.join(choices)}, got {getattr(obj, name)!r}"
             )
+        list_check = LIST_CHECKS.get(dotted_name)
+        if list_check is not None:
+            try:
+                list_check(getattr(obj, name))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{_where(origins, dotted_name)}: key '{dotted_name}': {exc}"
+                ) from None
         bound = MINIMUMS.get((cls, name))
         if bound is not None:
             value, (low, strict) = getattr(obj, name), bound
