@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from base.cancel import CallContext
-from base.errors import FailedPrecondition, Internal, NotFound, Unavailable
+from base.errors import FailedPrecondition, Internal, NotFound, PeapodError, Unavailable
 from cni.attachment import Attachment
 from cni.client import CNIClient, add_left_state
 from cni.netconf import NetworkConfig, parse_network
@@ -391,3 +391,26 @@ def test_add_left_state_tells_a_failed_rollback_from_a_clean_one(fakes: Fakes) -
     wrapped = Internal("outer")
     wrapped.__cause__ = info.value
     assert add_left_state(wrapped)
+
+
+class _Timings:
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, str, float]] = []
+
+    def plugin_ran(self, plugin: str, command: str, seconds: float) -> None:
+        self.runs.append((plugin, command, seconds))
+
+
+def test_the_observer_times_every_plugin_run_failed_ones_and_rollbacks_too(fakes: Fakes) -> None:
+    timings = _Timings()
+    client = CNIClient([str(fakes.dir)], plugin_timeout=20, observer=timings)
+    network = fakes.network(fakes.plugin("one"), fakes.plugin("two", "fake2", ADD={"exit": 1}))
+    with pytest.raises(PeapodError):
+        client.add(network, runtime(), ctx())
+    assert [(p, c) for p, c, _ in timings.runs] == [
+        ("fake", "ADD"), ("fake2", "ADD"), ("fake2", "DEL"), ("fake", "DEL")]
+    assert all(0 < s < 20 for _, _, s in timings.runs)
+    attachment = client.add(fakes.network(fakes.plugin("one")), runtime(), ctx())
+    client.check(attachment, ctx())
+    client.delete(attachment, ctx())
+    assert [c for _, c, _ in timings.runs[4:]] == ["ADD", "CHECK", "DEL"]

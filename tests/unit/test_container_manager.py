@@ -17,13 +17,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from base.cancel import CallContext
 from base.db import Database
-from base.errors import Internal, InvalidArgument
+from base.errors import Internal, InvalidArgument, NotFound
 from conmon import procs
 from oci.container.exit_watcher import ExitWatcher
 from oci.container.exits import MONITOR_GONE
@@ -335,9 +336,10 @@ def test_a_record_without_the_runtime_falls_back_to_the_live_handler(h: Harness)
 class _Observer:
     def __init__(self) -> None:
         self.monitors_lost = 0
+        self.ooms: list[str] = []
 
     def oom_killed(self, namespace: str) -> None:
-        pass
+        self.ooms.append(namespace)
 
     def monitor_lost(self) -> None:
         self.monitors_lost += 1
@@ -391,3 +393,50 @@ def test_probe_records_the_exit_conmon_wrote(h: Harness) -> None:
     assert h.mgr.probe_monitor(CTR) == "exited"
     rec = h.store.get(CTR)
     assert rec is not None and (rec.state, rec.exit_code, rec.reason) == (EXITED, 3, "Error")
+
+
+class _Pods:
+    """The pod lookup: pod POD in namespace "team-a", or no pod once ``gone``."""
+
+    def __init__(self, gone: bool = False) -> None:
+        self.gone = gone
+
+    def get(self, id_or_prefix: str) -> Any:
+        if self.gone or id_or_prefix != POD:
+            raise NotFound(f"pod {id_or_prefix} not found")
+        return SimpleNamespace(metadata=SimpleNamespace(namespace="team-a"))
+
+
+def _oom_exit(h: Harness, **changes: Any) -> None:
+    rec = h.record(RUNNING, **changes)
+    os.makedirs(rec.persist_dir)
+    Path(rec.persist_dir, "exit").write_text("137")
+    Path(rec.persist_dir, "oom").write_text("")
+    h.mgr.record_exit(CTR)
+    got = h.store.get(CTR)
+    assert got is not None and got.reason == "OOMKilled"
+
+
+def test_an_oom_kill_is_reported_with_its_pods_namespace(h: Harness) -> None:
+    seen = _Observer()
+    h.mgr.observer = seen
+    h.mgr.pods = _Pods()  # type: ignore[assignment]
+    _oom_exit(h, labels={"io.kubernetes.pod.namespace": "from-label"})
+    assert seen.ooms == ["team-a"]  # the pod's own metadata wins over a label
+
+
+def test_an_oom_kill_of_a_container_whose_pod_is_gone_uses_the_kubelets_label(
+    h: Harness,
+) -> None:
+    seen = _Observer()
+    h.mgr.observer = seen
+    h.mgr.pods = _Pods(gone=True)  # type: ignore[assignment]
+    _oom_exit(h, labels={"io.kubernetes.pod.namespace": "from-label"})
+    assert seen.ooms == ["from-label"]
+
+
+def test_an_oom_kill_without_pod_or_label_is_reported_with_no_namespace(h: Harness) -> None:
+    seen = _Observer()
+    h.mgr.observer = seen
+    _oom_exit(h)
+    assert seen.ooms == [""]

@@ -10,7 +10,7 @@ import pytest
 
 from base.cancel import CallContext
 from base.errors import AlreadyExists, Cancelled, DeadlineExceeded, Internal, Unavailable
-from base.pending import KEPT, RUNNING, PendingResults
+from base.pending import DISCARDED, HANDED, KEPT, OUTLIVED, RUNNING, PendingResults
 
 
 class Clock:
@@ -27,13 +27,17 @@ class Harness:
     def __init__(self, keep_for: float = 60.0, max_kept: int = 3,
                  clock: Callable[[], float] | None = None) -> None:
         self.clock = Clock()
+        self.events: list[tuple[str, str]] = []  # what the observer heard
         self.discarded: list[tuple[str, str]] = []
         self.discard_gate = threading.Event()
         self.discard_gate.set()
         self.results: PendingResults[str] = PendingResults(
             "test", keep_for=keep_for, max_kept=max_kept, discard=self._discard,
-            clock=clock or self.clock,
+            clock=clock or self.clock, observer=self,
         )
+
+    def late_work(self, name: str, event: str) -> None:
+        self.events.append((name, event))
 
     def _discard(self, key: str, value: str) -> None:
         assert self.discard_gate.wait(10)
@@ -329,3 +333,20 @@ def test_cancel_group_cancels_only_that_groups_running_work(h: Harness) -> None:
     h.results.cancel_group("pod2", "its pod is being removed")
     threads[1].join(5)
     assert stopped == ["a", "b"] and h.results.state("b") is None
+
+
+def test_the_observer_hears_outlived_handed_and_discarded(h: Harness) -> None:
+    calls: list[str] = []
+    h.results.run("q", quick("r0", calls), 5, CallContext.with_timeout(5))
+    assert h.events == []  # a caller that waited: nothing late
+    late(h, "a", "r1").set()
+    h.wait_state("a", KEPT)
+    assert h.events == [("test", OUTLIVED)]
+    assert h.results.run("a", quick("r2", calls), 5, CallContext.with_timeout(5)) == "r1"
+    assert h.events[-1] == ("test", HANDED)
+    late(h, "b", "r3").set()
+    h.wait_state("b", KEPT)
+    h.clock.now += 61
+    assert h.results.sweep() == ["b"]
+    assert h.events == [("test", OUTLIVED), ("test", HANDED), ("test", OUTLIVED),
+                        ("test", DISCARDED)]
