@@ -212,14 +212,17 @@ class StreamingConfig:
 class StatsConfig:
     collection_period: float = _opt(
         10.0,
-        "Seconds between background walks of each container's writable layer (its used "
-        "bytes and inodes); stats calls serve the last walk and never wait for one.",
+        "Seconds between background stats rounds: a CPU sample of every container and pod "
+        "(so a first stats call already has usage_nano_cores), then the walks of the "
+        "writable layers (used bytes and inodes). Stats calls serve the last walk's figure "
+        "and never wait for one; a new container is walked within about a second.",
     )
     walk_budget: int = _opt(
         100000,
-        "Most files one writable-layer walk visits; a bigger layer is reported from the "
-        "files counted so far and finished on the next walks, so one huge layer never "
-        "stalls the others.",
+        "Most directory entries one round of writable-layer walks visits, over all "
+        "containers. A round that runs out resumes where it stopped at the next round, so "
+        "one huge layer never stalls the others; a layer's figure is that of its last "
+        "complete walk (until its first walk completes, what was counted so far).",
     )
     included_pod_metrics: list[str] = _opt(
         ["all"],
