@@ -37,6 +37,7 @@ from sandbox.recover import recover_pods
 log = logging.getLogger("peapod.daemon")
 
 READY_TIMEOUT = 30.0  # seconds the socket may take to answer its first Version
+START_EVENTS_KEPT = 60.0  # seconds events of start-up recovery wait for subscribers
 
 
 class Daemon:
@@ -92,6 +93,7 @@ class Daemon:
         if not server.add_insecure_port(f"unix:{sock}"):
             raise FailedPrecondition(f"cannot listen on {sock}")
         server.start()
+        svc.events.serving(START_EVENTS_KEPT)
         os.chmod(sock, 0o660)
         self._server = server
         svc.liveness.start()
@@ -182,6 +184,7 @@ class Daemon:
             self._check.close()
             self._check = None
         self.services.streams.stop()  # every stream ends within about a second
+        self.services.events.close()  # GetContainerEvents streams end now (UNAVAILABLE)
         if self._server is not None:
             self._server.stop(self.config.shutdown_grace).wait()
             self._server = None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from base.db import Database
 from base.errors import InvalidArgument
+from base.event_bus import EventBus
 from base.pending import LateObserver
 from cni import CNIClient
 from cni.client import PluginObserver
@@ -34,6 +35,7 @@ from cri.metrics import (
     track_pods,
 )
 from cri.streaming.server import StreamServer
+from oci.container.events import LifecycleEvent, LifecyclePublisher
 from oci.container.exits import ContainerObserver
 from oci.container.manager import ContainerManager, PodLookup
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers, resolve_binary
@@ -80,6 +82,7 @@ class Services:
         self.images.users = self.containers.image_users
         self.streams = StreamServer(config.streaming, self.containers, self.pods,
                                    StreamingMetrics(self.metrics))  # fmt: skip
+        self.events: EventBus[LifecycleEvent] = events_bus(config, self.pods, self.containers)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
 
     def reconfigure(self, config: Config) -> None:
@@ -102,6 +105,7 @@ class Services:
 
     def close(self) -> None:
         """Release everything, in the reverse order of use."""
+        self.events.close()
         self.streams.stop()
         self.liveness.close()
         self.pods.close()
@@ -150,6 +154,19 @@ def pod_manager(
     )
     return PodManager(settings, SandboxStore(db), network, keep_for=config.kept_for_retry,
                       late_observer=late_observer)  # fmt: skip
+
+
+def events_bus(
+    config: Config, pods: PodManager, containers: ContainerManager
+) -> EventBus[LifecycleEvent]:
+    """The lifecycle event bus, fed by the pods and containers if events are enabled."""
+    backlog = max(1, config.events.subscriber_queue // 2)
+    bus: EventBus[LifecycleEvent] = EventBus(backlog_limit=backlog)
+    if config.events.enable:
+        publisher = LifecyclePublisher(bus, pods.store.get, containers.store)
+        pods.lifecycle = publisher
+        containers.store.on_change = publisher.container_changed
+    return bus
 
 
 def runtime_handlers(config: Config) -> RuntimeHandlers:

@@ -40,6 +40,7 @@ from base.errors import DeadlineExceeded, NotFound, PeapodError
 from base.pending import LateObserver, PendingResults
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
 from sandbox.infra import InfraProcess
+from sandbox.lifecycle import NoPodObserver, PodLifecycleObserver
 from sandbox.network import PodNetwork
 from sandbox.pod_config import PodConfig
 from sandbox.record import NOTREADY, READY, SandboxRecord
@@ -96,6 +97,7 @@ class PodManager:
         self.store = store
         self.network = network
         self.containers: PodContainers = containers or NoContainers()
+        self.lifecycle: PodLifecycleObserver = NoPodObserver()  # the daemon's events
         self._names = NameReservations()
         self._building: set[str] = set()  # ids of pods whose build runs, not yet in the store
         self._building_guard = threading.Lock()
@@ -212,6 +214,7 @@ class PodManager:
                     self.store.publish(kept.record)
                     self._retrier.schedule(pod_id)
                     raise kept.error from None
+                self.lifecycle.pod_started(rec)
         except BaseException:
             if self.store.get(pod_id) is None:
                 self._names.release(name, pod_id)
@@ -260,8 +263,11 @@ class PodManager:
         if rec.infra is not None:
             stop_infra(rec.infra)
             rec = replace(rec, infra=None)
+        was_ready = rec.state == READY
         rec = replace(rec, state=NOTREADY)
         self.store.put(rec)
+        if was_ready:
+            self.lifecycle.pod_stopped(rec)
         if error is not None:
             self._retrier.schedule(rec.id)
             raise type(error)(
@@ -289,6 +295,7 @@ class PodManager:
             self.containers.remove_pod_containers(current.id, ctx)
             release_local(current)
             self.store.delete(current.id)
+            self.lifecycle.pod_removed(current)
             self._retrier.forget(current.id)
             self._names.release(current.name, current.id)
         self._drop_lock(rec.id)
@@ -355,7 +362,9 @@ class PodManager:
                 if current is None or current.state != READY or current.infra != rec.infra:
                     return False
                 # infra is kept: StopPodSandbox's kill is idempotent and reaps its parent.
-                self.store.put(replace(current, state=NOTREADY))
+                stopped = replace(current, state=NOTREADY)
+                self.store.put(stopped)
+                self.lifecycle.pod_stopped(stopped)
         except DeadlineExceeded:
             return False  # the pod is busy (being stopped or removed?); next round
         finally:

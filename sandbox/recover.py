@@ -55,11 +55,14 @@ def recover_pods(manager: PodManager) -> None:
                 _adopt_unfinished(manager, rec, mounts)
                 counts["unfinished"] += 1
                 continue
+            was_ready = rec.state == READY
             rec, pending = _check(rec, mounts)
             if rec.state == READY:
                 rec = replace(rec, ips=_ips(rec))
             manager.store.put(rec)
             manager.adopt(rec, pending)
+            if was_ready and rec.state != READY:
+                manager.lifecycle.pod_stopped(rec)  # it died while the daemon was down
             counts["ready" if rec.state == READY else "notready"] += 1
         except Exception:
             log.exception("cannot recover pod", extra={"pod": rec.id})

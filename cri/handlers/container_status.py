@@ -1,7 +1,8 @@
-"""ContainerStatus and ListContainers: answered from the in-memory cache."""
+"""ContainerStatus, ListContainers and StreamContainers: answered from the in-memory cache."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -9,6 +10,7 @@ import grpc
 from api import api_pb2 as pb
 from base.errors import PeapodError
 from cri.call import object_id
+from cri.convert.batches import batches
 from cri.convert.container import (
     container_filter,
     to_pb_container,
@@ -44,9 +46,22 @@ def list_containers(
     d: Services, req: pb.ListContainersRequest, ctx: grpc.ServicerContext
 ) -> pb.ListContainersResponse:
     """Containers matching the filter (id or prefix, pod, state, labels)."""
+    return pb.ListContainersResponse(containers=_containers(d, req))
+
+
+def stream_containers(
+    d: Services, req: pb.StreamContainersRequest, ctx: grpc.ServicerContext
+) -> Iterator[pb.StreamContainersResponse]:
+    """ListContainers' answer in batches (none for an empty list)."""
+    for batch in batches(_containers(d, req)):
+        yield pb.StreamContainersResponse(containers=batch)
+
+
+def _containers(
+    d: Services, req: pb.ListContainersRequest | pb.StreamContainersRequest
+) -> list[pb.Container]:
     flt = container_filter(req.filter) if req.HasField("filter") else None
     if req.HasField("filter") and flt is None:
-        return pb.ListContainersResponse()
+        return []
     records = d.containers.list(flt)
-    items = _ITEMS.items(records, len(d.containers.store.all()))
-    return pb.ListContainersResponse(containers=items)
+    return _ITEMS.items(records, len(d.containers.store.all()))

@@ -1,14 +1,16 @@
-"""ImageStatus, ListImages and ImageFsInfo: read-only image queries."""
+"""ImageStatus, ListImages, StreamImages and ImageFsInfo: read-only image queries."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
 
 from api import api_pb2 as pb
 from cri.call import require
+from cri.convert.batches import batches
 from cri.convert.image import to_pb_image, verbose_info
 
 if TYPE_CHECKING:
@@ -31,13 +33,25 @@ def list_images(
     d: Services, req: pb.ListImagesRequest, ctx: grpc.ServicerContext
 ) -> pb.ListImagesResponse:
     """Every image, or the one the filter names."""
+    return pb.ListImagesResponse(images=_images(d, req))
+
+
+def stream_images(
+    d: Services, req: pb.StreamImagesRequest, ctx: grpc.ServicerContext
+) -> Iterator[pb.StreamImagesResponse]:
+    """ListImages' answer in batches (none for an empty list)."""
+    for batch in batches(_images(d, req)):
+        yield pb.StreamImagesResponse(images=batch)
+
+
+def _images(d: Services, req: pb.ListImagesRequest | pb.StreamImagesRequest) -> list[pb.Image]:
     wanted = req.filter.image.image if req.HasField("filter") else ""
     if wanted:
         record = d.images.status(wanted)
         records = [record] if record is not None else []
     else:
         records = d.images.list()
-    return pb.ListImagesResponse(images=[to_pb_image(r) for r in records])
+    return [to_pb_image(r) for r in records]
 
 
 def image_fs_info(

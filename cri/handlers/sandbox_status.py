@@ -1,8 +1,9 @@
-"""PodSandboxStatus and ListPodSandbox: answered from the in-memory index only."""
+"""PodSandboxStatus, ListPodSandbox and StreamPodSandboxes: from the in-memory index only."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -10,6 +11,7 @@ import grpc
 from api import api_pb2 as pb
 from cri.call import object_id
 from cri.convert import sandbox as sandbox_convert
+from cri.convert.batches import batches
 from cri.convert.item_cache import ItemCache
 from sandbox.record import SandboxRecord
 
@@ -37,6 +39,20 @@ def list_pod_sandbox(
     d: Services, req: pb.ListPodSandboxRequest, ctx: grpc.ServicerContext
 ) -> pb.ListPodSandboxResponse:
     """Pods matching the filter (id or unique id prefix, state, labels)."""
+    return pb.ListPodSandboxResponse(items=_sandboxes(d, req))
+
+
+def stream_pod_sandboxes(
+    d: Services, req: pb.StreamPodSandboxesRequest, ctx: grpc.ServicerContext
+) -> Iterator[pb.StreamPodSandboxesResponse]:
+    """ListPodSandbox's answer in batches (none for an empty list)."""
+    for batch in batches(_sandboxes(d, req)):
+        yield pb.StreamPodSandboxesResponse(pod_sandboxes=batch)
+
+
+def _sandboxes(
+    d: Services, req: pb.ListPodSandboxRequest | pb.StreamPodSandboxesRequest
+) -> list[pb.PodSandbox]:
     flt = sandbox_convert.sandbox_filter(req.filter) if req.HasField("filter") else None
     records = d.pods.list(flt)
-    return pb.ListPodSandboxResponse(items=_ITEMS.items(records, len(d.pods.store.all())))
+    return _ITEMS.items(records, len(d.pods.store.all()))

@@ -4,6 +4,11 @@ Reads (lookups, listings, status) use the cache only and take no lock, so they
 never wait on the database or on a slow operation. Writes go to the database
 first, then replace the cached snapshot. Names are unique: a second container
 with the same name is refused until the first is removed.
+
+``on_change(old, new)`` (None for an insert's old or a delete's new) is called
+after every write is committed and cached, with the write lock still held, so it
+sees the changes one at a time in the order they were made. It must be quick and
+must not write to the store (``oci.container.events`` publishes from it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from oci.container.record import ContainerRecord
 
 log = logging.getLogger("peapod.containers")
 
+ChangeHook = Callable[[ContainerRecord | None, ContainerRecord | None], None]
+
 
 class ContainerStore:
     """Persisted container records and their index by id and by name."""
@@ -27,6 +34,7 @@ class ContainerStore:
         self._lock = threading.Lock()  # serialises writers; readers use the snapshot
         self._by_id: dict[str, ContainerRecord] = {}
         self._by_name: dict[str, str] = {}
+        self.on_change: ChangeHook | None = None
 
     def load(self) -> list[tuple[str, str]]:
         """Fill the cache from the database; return (id, problem) for unreadable rows."""
@@ -60,6 +68,7 @@ class ContainerStore:
                 )
             self._by_id[rec.id] = rec
             self._by_name[rec.name] = rec.id
+            self._changed(None, rec)
 
     def update(
         self, ctr_id: str, change: Callable[[ContainerRecord], ContainerRecord | None]
@@ -82,6 +91,7 @@ class ContainerStore:
                     (new.state, new.to_json(), ctr_id),
                 )
             self._by_id[ctr_id] = new
+            self._changed(current, new)
             return new
 
     def delete(self, ctr_id: str) -> None:
@@ -92,6 +102,19 @@ class ContainerStore:
             rec = self._by_id.pop(ctr_id, None)
             if rec is not None and self._by_name.get(rec.name) == ctr_id:
                 del self._by_name[rec.name]
+            if rec is not None:
+                self._changed(rec, None)
+
+    def _changed(self, old: ContainerRecord | None, new: ContainerRecord | None) -> None:
+        hook = self.on_change
+        if hook is None:
+            return
+        try:
+            hook(old, new)
+        except Exception:  # the write is done; a failing observer must not undo or fail it
+            rec = new or old
+            log.exception("container change hook failed",
+                          extra={"container": rec.id if rec else ""})
 
     def delete_row(self, ctr_id: str) -> None:
         """Drop an unreadable row that never made it into the cache."""
