@@ -129,10 +129,32 @@ def test_mounts_keep_propagation_readonly_and_options() -> None:
     assert not out[1].readonly and out[1].propagation is MountPropagation.BIDIRECTIONAL
 
 
+def test_image_volumes_map_to_mounts_without_host_path() -> None:
+    spec = pb.ImageSpec(image="sha256:" + "c" * 64, user_specified_image="reg/data:1")
+    mounts = [pb.Mount(container_path="/data", image=spec, readonly=True, image_sub_path="etc",
+                       mount_options=["noexec"])]  # fmt: skip
+    [out] = create_request(request(mounts=mounts)).container.mounts
+    assert (out.image, out.user_specified_image, out.image_sub_path) == (
+        spec.image, "reg/data:1", "etc",
+    )  # fmt: skip
+    assert out.host_path == "" and out.readonly and out.options == ("noexec",)
+
+
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"))]}, "image"),
+        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"))]},
+         "image volume '/i' must be readonly"),
+        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"), readonly=True,
+                              host_path="/h")]}, "both an image and host_path"),
+        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"), readonly=True,
+                              propagation=pb.PROPAGATION_BIDIRECTIONAL)]}, "must be private"),
+        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"), readonly=True,
+                              image_sub_path="a/../../b")]}, "without '..'"),
+        ({"mounts": [pb.Mount(container_path="/i", image=pb.ImageSpec(image="x"), readonly=True,
+                              image_sub_path="/etc")]}, "relative to the image's root"),
+        ({"mounts": [pb.Mount(container_path="/i", host_path="/h", image_sub_path="etc")]},
+         "names no image"),
         ({"envs": [pb.KeyValue(key="A", value=b"\xff")]}, "UTF-8"),
         ({"CDI_devices": [pb.CDIDevice(name="vendor.com/gpu=0")]}, "CDI"),
         ({"stop_signal": pb.SIGNAL_SIGRTMINPLUS3}, "real-time"),
@@ -195,6 +217,20 @@ def test_status_and_listing_messages() -> None:
     assert dict(c.labels) == {"l": "1"} and c.image_id == rec.image_id
     info = json.loads(verbose_info(rec, {"ociVersion": "1.0.2"})["info"])
     assert info["pid"] == 42 and info["runtimeSpec"]["ociVersion"] == "1.0.2"
+
+
+def test_status_reports_an_image_volume_with_its_image_id() -> None:
+    volume = {"container_path": "/v", "host_path": "", "readonly": True,
+              "propagation": "PRIVATE", "selinux_relabel": False, "recursive_read_only": False,
+              "image": {"image": "reg/data:1", "user_specified_image": "data:1",
+                        "image_id": "sha256:" + "d" * 64, "image_sub_path": "etc"}}  # fmt: skip
+    st = to_pb_status(record(mounts=[*record().mounts, volume]))
+    plain, image = st.mounts
+    assert not plain.HasField("image") and plain.image_sub_path == ""
+    assert (image.image.image, image.image.user_specified_image, image.image.image_ref) == (
+        "reg/data:1", "data:1", "sha256:" + "d" * 64,
+    )  # fmt: skip
+    assert image.image_sub_path == "etc" and image.readonly and image.host_path == ""
 
 
 def replace_state(rec: ContainerRecord, state: str) -> ContainerRecord:

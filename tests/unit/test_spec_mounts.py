@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from base.errors import InvalidArgument
+from base.errors import Internal, InvalidArgument
 from oci.spec.inputs import Mount, MountPropagation
 from oci.spec.mounts import (
     check_propagation,
+    image_volume_mount,
     kernel_mounts,
     merge_mounts,
     pod_file_mounts,
@@ -127,6 +128,28 @@ class TestRequestMount:
         (tmp_path / "link").symlink_to(tmp_path / "real")
         got = request_mount(Mount("/data", str(tmp_path / "link")))
         assert got["source"] == str(tmp_path / "real")
+
+
+class TestImageVolumeMount:
+    def test_read_only_bind_of_the_mounted_image(self) -> None:
+        mount = Mount("/data/", "/run/b/volumes/0/etc", readonly=True, image="reg/img:1")
+        assert request_mount(mount) == image_volume_mount(mount) == {
+            "destination": "/data", "type": "bind", "source": "/run/b/volumes/0/etc",
+            "options": ["rbind", "rprivate", "ro", "nosuid", "nodev"],
+        }  # fmt: skip
+
+    def test_noexec_when_asked_and_options_checked(self) -> None:
+        mount = Mount("/d", "/run/b/volumes/0", image="img", options=("noexec",))
+        assert image_volume_mount(mount)["options"][-1] == "noexec"
+        with pytest.raises(InvalidArgument, match="unsupported options"):
+            image_volume_mount(Mount("/d", "/run/b/volumes/0", image="img", options=("rw1",)))
+
+    def test_source_never_created(self, tmp_path: Path) -> None:
+        missing = tmp_path / "not-mounted"
+        assert image_volume_mount(Mount("/d", str(missing), image="img"))["source"] == str(missing)
+        assert not missing.exists()
+        with pytest.raises(Internal, match="was not mounted"):
+            image_volume_mount(Mount("/d", "", image="img"))
 
 
 def _umask() -> int:
