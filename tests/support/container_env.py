@@ -30,7 +30,9 @@ PLUGIN_DIR = "/usr/lib/cni"
 class ContainerEnv(DaemonLeftovers):
     """One module's daemon, its directories, and the checks on what it leaves."""
 
-    def __init__(self, registry: Registry, prefix: str) -> None:
+    def __init__(
+        self, registry: Registry, prefix: str, config: dict[str, Any] | None = None
+    ) -> None:
         self.tag = secrets.token_hex(3)
         self.base = Path(tempfile.mkdtemp(prefix=f"peapod-{prefix}-"))
         self.cgroup_parent = f"peapod-{prefix}-{self.tag}"
@@ -50,6 +52,7 @@ class ContainerEnv(DaemonLeftovers):
                 "network": {"network_dir": str(net), "plugin_dirs": [PLUGIN_DIR]},
                 "sandbox": {"default_cgroup_parent": self.cgroup_parent},
                 "runtime": {"runtimes": {"runc": {"runtime_path": RUNC}}},
+                **(config or {}),  # more sections of the daemon's config
             },
         )
 
@@ -159,14 +162,19 @@ class ContainerEnv(DaemonLeftovers):
 
 
 @contextmanager
-def container_env(registry: Registry, prefix: str, images: list[str]) -> Iterator[ContainerEnv]:
-    """A started ContainerEnv with ``images`` pulled; swept afterwards whatever happened."""
+def container_env(
+    registry: Registry, prefix: str, images: list[str], config: dict[str, Any] | None = None
+) -> Iterator[ContainerEnv]:
+    """A started ContainerEnv with ``images`` pulled; swept afterwards whatever happened.
+
+    ``config`` adds top-level sections to the daemon's configuration (e.g. ``events``).
+    """
     if os.geteuid() != 0:
         raise RuntimeError("container tests need root (mounts, cgroups, namespaces)")
     for path in (RUNC, f"{PLUGIN_DIR}/loopback"):
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{path} is missing; run deploy/setup.sh test")
-    env = ContainerEnv(registry, prefix)
+    env = ContainerEnv(registry, prefix, config)
     try:
         env.peapod.start()
         for ref in images:
