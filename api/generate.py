@@ -1,4 +1,4 @@
-"""Regenerate the CRI Python stubs from api/api.proto.
+"""Regenerate the Python stubs of api/api.proto (CRI), api/nri.proto and api/ttrpc.proto.
 
 Usage, from anywhere::
 
@@ -7,6 +7,8 @@ Usage, from anywhere::
 
 The stubs are produced by grpc_tools' bundled protoc with the repository root
 as the include path, so the generated code imports ``from api import api_pb2``.
+The NRI and ttrpc protos get message stubs only: their calls travel over ttrpc
+(``nri/ttrpc.py``), not gRPC.
 """
 
 from __future__ import annotations
@@ -18,25 +20,28 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO = "api/api.proto"
-STUBS = ("api/api_pb2.py", "api/api_pb2.pyi", "api/api_pb2_grpc.py")
+MESSAGE_PROTOS = ("api/nri.proto", "api/ttrpc.proto")  # no gRPC service stubs
+STUBS = (
+    "api/api_pb2.py", "api/api_pb2.pyi", "api/api_pb2_grpc.py",
+    "api/nri_pb2.py", "api/nri_pb2.pyi", "api/ttrpc_pb2.py", "api/ttrpc_pb2.pyi",
+)
 
 
 def generate(out_dir: Path) -> None:
-    """Run protoc on api/api.proto, writing the three stubs under out_dir/api/."""
+    """Run protoc on the protos, writing every stub of STUBS under out_dir/api/."""
+    import grpc_tools
     from grpc_tools import protoc
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "grpc_tools.protoc",
-        f"-I{REPO_ROOT}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        str(REPO_ROOT / PROTO),
-    ]
-    rc = protoc.main(args)
-    if rc != 0:
-        raise RuntimeError(f"protoc failed with exit code {rc}")
+    well_known = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
+    common = ["grpc_tools.protoc", f"-I{REPO_ROOT}", f"-I{well_known}",
+              f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
+    runs = [[*common, f"--grpc_python_out={out_dir}", str(REPO_ROOT / PROTO)],
+            [*common, *(str(REPO_ROOT / p) for p in MESSAGE_PROTOS)]]
+    for args in runs:
+        rc = protoc.main(args)
+        if rc != 0:
+            raise RuntimeError(f"protoc failed with exit code {rc}")
 
 
 def stale_stubs() -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("base", "cri", "oci", "sandbox", "cni", "conmon")
+PACKAGES = ("base", "cri", "nri", "oci", "sandbox", "cni", "conmon")
 
 
 def test_import_linter_contracts_hold() -> None:
