@@ -246,6 +246,49 @@ class EventsConfig:
 
 
 @dataclass
+class NRIConfig:
+    enable: bool = _opt(
+        True,
+        "Host NRI plugins (the node resource interface of containerd/nri v0.12): they see "
+        "pod and container lifecycle events and may adjust containers as they are created.",
+    )
+    socket_path: str = _opt(
+        "/var/run/nri/nri.sock",
+        "Unix socket external plugins connect to. A live socket another runtime serves is "
+        "left alone (logged; only plugin_dirs' plugins run then).",
+    )
+    socket_mode: str = _opt("0600", "Permission bits of socket_path, in octal.")
+    allow_external_connections: bool = _opt(
+        True, "Accept plugins connecting to socket_path; false runs only plugin_dirs' plugins."
+    )
+    plugin_dirs: list[str] = _opt(
+        ["/opt/nri/plugins"],
+        "Directories of plugins peapod starts with itself: executables named "
+        "<index>-<name>, the index two digits giving the call order. A name found in two "
+        "directories runs from the first.",
+    )
+    plugin_config_dir: str = _opt(
+        "/etc/nri/conf.d",
+        "Configuration handed to a started plugin: <index>-<name>.conf, else <name>.conf.",
+    )
+    plugin_registration_timeout: float = _opt(
+        5.0,
+        "Seconds a plugin has to register once connected or started, and for each of its "
+        "Configure and Synchronize calls.",
+    )
+    plugin_request_timeout: float = _opt(
+        2.0,
+        "Seconds a plugin has to answer one lifecycle event; one that does not is "
+        "disconnected (and then on_timeout decides).",
+    )
+    on_timeout: str = _opt(
+        "proceed",
+        "What the CRI call does when a plugin it waits for times out: proceed without that "
+        "plugin, or fail.",
+    )
+
+
+@dataclass
 class Config:
     listen: str = _opt(
         "/run/peapod/peapod.sock", "Unix socket of the CRI gRPC API (mode 0660)."
@@ -288,6 +331,7 @@ class Config:
     )
     stats: StatsConfig = _section(StatsConfig, "Container and pod stats, CRI metrics.")
     events: EventsConfig = _section(EventsConfig, "Container events (GetContainerEvents).")
+    nri: NRIConfig = _section(NRIConfig, "NRI plugins (node resource interface).")
 
     # ---- derived paths -------------------------------------------------
     @property
@@ -312,6 +356,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVELS,
     "log_format": ("text", "json"),
     "cgroup_manager": ("cgroupfs", "systemd"),
+    "nri.on_timeout": ("proceed", "fail"),
 }
 # Checks of list options whose items have fixed choices: dotted key -> a function that
 # raises ValueError saying what is wrong.
@@ -342,6 +387,8 @@ MINIMUMS: dict[tuple[type, str], tuple[float, bool]] = {
     (StatsConfig, "collection_period"): (0, True),
     (StatsConfig, "walk_budget"): (1, False),
     (EventsConfig, "subscriber_queue"): (1, False),
+    (NRIConfig, "plugin_registration_timeout"): (0, True),
+    (NRIConfig, "plugin_request_timeout"): (0, True),
 }
 
 
@@ -445,6 +492,12 @@ def _check_runtimes(cfg: Config, origins: dict[str, str]) -> None:
             f"{_where(origins, 'runtime.default_runtime')}: key 'runtime.default_runtime' names "
             f"{rt.default_runtime!r}, which is not in runtime.runtimes "
             f"({', '.join(sorted(rt.runtimes)) or 'empty'})"
+        )
+    mode = cfg.nri.socket_mode
+    if not (mode.isdigit() and set(mode) <= set("01234567") and int(mode, 8) <= 0o777):
+        raise ConfigError(
+            f"{_where(origins, 'nri.socket_mode')}: key 'nri.socket_mode' must be octal "
+            f"permission bits such as 0600, got {mode!r}"
         )
     if 0 <= rt.log_size_max < 8192:
         raise ConfigError(
