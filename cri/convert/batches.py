@@ -12,8 +12,8 @@ T = TypeVar("T")
 BATCH = 500
 
 
-def batches(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
-    """``items`` in order, ``size`` at a time; nothing at all for an empty list."""
-    step = max(1, size)
+def batches(items: Sequence[T], size: int = 0) -> Iterator[Sequence[T]]:
+    """``items`` in order, ``size`` (default ``BATCH``) at a time; nothing for an empty list."""
+    step = max(1, size or BATCH)
     for start in range(0, len(items), step):
         yield items[start : start + step]
