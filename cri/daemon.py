@@ -97,6 +97,7 @@ class Daemon:
         os.chmod(sock, 0o660)
         self._server = server
         svc.liveness.start()
+        svc.stats_collector.start()
         log.info(
             "peapod serving",
             extra={"socket": str(sock), "root": cfg.root, "runroot": cfg.runroot,

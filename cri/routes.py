@@ -21,6 +21,7 @@ from cri.handlers import (
     sandbox_run,
     sandbox_status,
     sandbox_stop,
+    stats,
     streaming,
 )
 
@@ -49,6 +50,12 @@ RUNTIME_HANDLERS = {
     "PortForward": streaming.port_forward,
     "UpdateContainerResources": container_update.update_container_resources,
     "ReopenContainerLog": container_update.reopen_container_log,
+    "ContainerStats": stats.container_stats,
+    "ListContainerStats": stats.list_container_stats,
+    "StreamContainerStats": stats.stream_container_stats,
+    "PodSandboxStats": stats.pod_sandbox_stats,
+    "ListPodSandboxStats": stats.list_pod_sandbox_stats,
+    "StreamPodSandboxStats": stats.stream_pod_sandbox_stats,
 }
 
 IMAGE_HANDLERS = {

@@ -45,6 +45,8 @@ from oci.image.service import ImageService, PullSettings
 from oci.image.store import ImageStore
 from oci.spec.inputs import CgroupDriver, DaemonFacts
 from oci.spec.seccomp import read_profile
+from oci.stats.collector import StatsCollector
+from oci.stats.service import StatsService, StatsSettings
 from sandbox.build import PodSettings
 from sandbox.manager import PodManager
 from sandbox.network import NetworkObserver, PodNetwork
@@ -84,6 +86,8 @@ class Services:
                                    StreamingMetrics(self.metrics))  # fmt: skip
         self.events: EventBus[LifecycleEvent] = events_bus(config, self.pods, self.containers)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
+        self.stats = stats_service(config, self.containers, self.pods)
+        self.stats_collector = StatsCollector(self.stats, config.stats.collection_period)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded ``config`` (SIGHUP) to what can change while running.
@@ -105,6 +109,7 @@ class Services:
 
     def close(self) -> None:
         """Release everything, in the reverse order of use."""
+        self.stats_collector.close()
         self.events.close()
         self.streams.stop()
         self.liveness.close()
@@ -220,6 +225,18 @@ def container_settings(config: Config) -> ContainerSettings:
         log_size_max=config.runtime.log_size_max,
         exec_output_max=config.runtime.exec_output_max,
     )
+
+
+def stats_service(
+    config: Config, containers: ContainerManager, pods: PodManager
+) -> StatsService:
+    """Container and pod stats; writable layers are reported on the containers' directory."""
+    settings = StatsSettings(
+        collection_period=config.stats.collection_period,
+        walk_budget=config.stats.walk_budget,
+        mountpoint=str(container_settings(config).containers_dir),
+    )
+    return StatsService(settings, containers, pods)
 
 
 def container_manager(
