@@ -325,7 +325,11 @@ def test_exit_codes_reasons_and_oom(env: Env, busybox: str) -> None:
     assert (got["fail"].exit_code, got["fail"].reason) == (3, "Error")
     assert (got["hog"].exit_code, got["hog"].reason) == (137, "OOMKilled")
     assert all(st.state == pb.CONTAINER_EXITED and st.finished_at > 0 for st in got.values())
-    assert metric_value(env.peapod.metrics_text(), "peapod_containers_oom_total") >= 1
+    metrics = env.peapod.metrics_text()
+    total = metric_value(metrics, "peapod_containers_oom_total")
+    assert total >= 1  # every pod of this module is in namespace "test":
+    assert metric_value(metrics, "peapod_containers_oom_by_namespace_total",
+                        {"namespace": "test"}) == total  # fmt: skip
 
 
 def test_exec_sync_output_exit_codes_and_timeout(env: Env, busybox: str) -> None:
