@@ -46,6 +46,8 @@ from oci.image.store import ImageStore
 from oci.spec.inputs import CgroupDriver, DaemonFacts
 from oci.spec.seccomp import read_profile
 from oci.stats.collector import StatsCollector
+from oci.stats.metric_catalog import select_families
+from oci.stats.pod_metrics_service import PodMetricsService
 from oci.stats.service import StatsService, StatsSettings
 from sandbox.build import PodSettings
 from sandbox.manager import PodManager
@@ -88,6 +90,9 @@ class Services:
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
         self.stats = stats_service(config, self.containers, self.pods)
         self.stats_collector = StatsCollector(self.stats, config.stats.collection_period)
+        self.pod_metrics = PodMetricsService(
+            self.stats, select_families(config.stats.included_pod_metrics)
+        )
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded ``config`` (SIGHUP) to what can change while running.
