@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from support.daemon import registries_conf_text
+from support.daemon import metric_value, registries_conf_text
 from support.images import StandardImages
 from support.pods import PLUGIN_DIR, HostState, PodEnv, sh
 from support.registry import Registry
@@ -229,6 +229,14 @@ def late_pod(env: PodEnv, config: pb.PodSandboxConfig) -> None:
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+def late_events(env: PodEnv, resource: str) -> dict[str, float]:
+    """peapod_resources_late_total of ``resource`` by event, from the daemon's scrape."""
+    text = env.peapod.metrics_text()
+    return {event: metric_value(text, "peapod_resources_late_total",
+                                {"resource": resource, "event": event})
+            for event in ("outlived", "handed", "discarded")}  # fmt: skip
+
+
 def late_container(env: PodEnv, req: pb.CreateContainerRequest) -> None:
     err = code_of(lambda: create(env, req, GIVE_UP))
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -239,6 +247,7 @@ def late_container(env: PodEnv, req: pb.CreateContainerRequest) -> None:
 
 def test_a_pod_finished_after_the_deadline_is_handed_to_the_retry(env: PodEnv) -> None:
     config = pod_config(env, "late")
+    before = late_events(env, "pod")
     late_pod(env, config)
     built = wait_row(env, "sandboxes", "ready")  # the build went on after the caller left
     assert env.list() == []  # kept for the retry, not shown to anyone else
@@ -253,6 +262,9 @@ def test_a_pod_finished_after_the_deadline_is_handed_to_the_retry(env: PodEnv) -
     assert len(env.db_rows()) == 1
     err = code_of(lambda: run_pod(env, config, 10))  # handed over once; now it simply exists
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and retried in err.details()
+    after = late_events(env, "pod")
+    assert {k: after[k] - before[k] for k in after} == {
+        "outlived": 1, "handed": 1, "discarded": 0}
 
 
 def test_a_retry_while_the_pod_is_built_waits_for_it(env: PodEnv) -> None:
@@ -295,6 +307,7 @@ def test_a_retry_waiting_on_a_build_that_fails_builds_afresh(env: PodEnv) -> Non
 def test_an_unclaimed_pod_is_taken_apart_after_its_time(short: PodEnv) -> None:
     env = short
     config = pod_config(env, "abandoned")
+    before = late_events(env, "pod")
     late_pod(env, config)
     built = wait_row(env, "sandboxes", "ready")
     netns = Path(built["ns_paths"]["net"])
@@ -312,6 +325,9 @@ def test_an_unclaimed_pod_is_taken_apart_after_its_time(short: PodEnv) -> None:
     assert not [d for d in built["cgroup"]["created"] if Path(d).exists()]
     assert procs.wait_until(lambda: procs.comm(infra_pid) != "catatonit", 5)
     assert env.list() == []
+    after = late_events(env, "pod")
+    assert {k: after[k] - before[k] for k in after} == {
+        "outlived": 1, "handed": 0, "discarded": 1}
     env.unmark("slow-add")
     fresh = run_pod(env, config, 20)  # the name is free: a late retry builds a new pod
     assert fresh != built["id"] and env.status(fresh).status.state == pb.SANDBOX_READY
