@@ -16,6 +16,8 @@ import re
 import secrets
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,10 @@ def scrape(env: ContainerEnv, test_images: StandardImages) -> str:
     assert env.exec(ctr, ["sh", "-c", "exit 3"]).exit_code == 3
     crictl_exec(env, "spdy", ctr)
     crictl_exec(env, "websocket", ctr)
+    url = env.rt.Exec(pb.ExecRequest(container_id=ctr, cmd=["true"], stdout=True),
+                      timeout=10).url  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError):  # a URL with an unknown token is turned away
+        urllib.request.urlopen(url.rsplit("/", 1)[0] + "/nosuchtoken", timeout=10)
     env.remove_all()  # CNI DEL too
     assert env.leftovers() == {}
     sessions = "peapod_streaming_sessions_active"
@@ -114,6 +120,7 @@ def test_the_new_counters_moved(scrape: str) -> None:
     for protocol in ("spdy", "websocket"):
         assert v("peapod_streaming_sessions_total", kind="exec", protocol=protocol) == 1
         assert v("peapod_streaming_sessions_active", kind="exec", protocol=protocol) == 0
+    assert v("peapod_streaming_refused_total", reason="token") == 1
     assert v("peapod_exec_sync_total", outcome="exit_zero") == 1
     assert v("peapod_exec_sync_total", outcome="exit_nonzero") == 1
     duration = "peapod_cni_plugin_duration_seconds_count"
