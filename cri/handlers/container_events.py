@@ -56,6 +56,7 @@ class _Reset:
                 return
         log.warning("resetting a dropped event subscriber that reads nothing",
                     extra={"peer": self._context.peer()})
+        self._context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)  # counted as an error
         self._context.cancel()
 
     def done(self) -> None:
