@@ -34,6 +34,7 @@ class ContainerStore:
         self._lock = threading.Lock()  # serialises writers; readers use the snapshot
         self._by_id: dict[str, ContainerRecord] = {}
         self._by_name: dict[str, str] = {}
+        self._by_pod: dict[str, dict[str, ContainerRecord]] = {}  # pod id -> id -> record
         self.on_change: ChangeHook | None = None
 
     def load(self) -> list[tuple[str, str]]:
@@ -48,6 +49,9 @@ class ContainerStore:
         with self._lock:
             self._by_id = by_id
             self._by_name = {r.name: r.id for r in by_id.values()}
+            self._by_pod = {}
+            for r in by_id.values():
+                self._by_pod.setdefault(r.sandbox_id, {})[r.id] = r
         return broken
 
     # ---- writes -----------------------------------------------------------
@@ -68,6 +72,7 @@ class ContainerStore:
                 )
             self._by_id[rec.id] = rec
             self._by_name[rec.name] = rec.id
+            self._by_pod.setdefault(rec.sandbox_id, {})[rec.id] = rec
             self._changed(None, rec)
 
     def update(
@@ -91,6 +96,7 @@ class ContainerStore:
                     (new.state, new.to_json(), ctr_id),
                 )
             self._by_id[ctr_id] = new
+            self._by_pod.setdefault(new.sandbox_id, {})[ctr_id] = new
             self._changed(current, new)
             return new
 
@@ -103,6 +109,10 @@ class ContainerStore:
             if rec is not None and self._by_name.get(rec.name) == ctr_id:
                 del self._by_name[rec.name]
             if rec is not None:
+                in_pod = self._by_pod.get(rec.sandbox_id, {})
+                in_pod.pop(ctr_id, None)
+                if not in_pod:
+                    self._by_pod.pop(rec.sandbox_id, None)
                 self._changed(rec, None)
 
     def _changed(self, old: ContainerRecord | None, new: ContainerRecord | None) -> None:
@@ -152,5 +162,5 @@ class ContainerStore:
         return [r for r in list(self._by_id.values()) if r.visible]
 
     def in_pod(self, pod_id: str) -> list[ContainerRecord]:
-        """The pod's containers, half-built ones included."""
-        return [r for r in list(self._by_id.values()) if r.sandbox_id == pod_id]
+        """The pod's containers, half-built ones included (oldest first)."""
+        return list(self._by_pod.get(pod_id, {}).values())
