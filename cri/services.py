@@ -41,6 +41,7 @@ from oci.container.manager import ContainerManager, PodLookup
 from oci.container.runtimes import RuntimeHandler, RuntimeHandlers, resolve_binary
 from oci.container.settings import ContainerSettings
 from oci.container.store import ContainerStore
+from oci.container.userns_probe import probe_user_namespaces
 from oci.image.service import ImageService, PullSettings
 from oci.image.store import ImageStore
 from oci.spec.inputs import CgroupDriver, DaemonFacts
@@ -75,6 +76,9 @@ class Services:
         self.pods = pod_manager(config, self.db, PodNetworkObserver(self.metrics),
                                 CniPluginMetrics(self.metrics), late)  # fmt: skip
         self.runtimes = runtime_handlers(config)
+        self.runtimes.set_host_user_namespaces(probe_user_namespaces(
+            config.root_path, [config.runroot_path / "containers", config.runroot_path / "pods"]
+        ))
         set_default_runtime(self.metrics, config.runtime.default_runtime)
         observer = ContainerMetrics(self.metrics)
         self.containers = container_manager(

@@ -1,7 +1,8 @@
 """Building a pod sandbox step by step, each step registered on an undo stack.
 
 Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
-inside), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
+inside; for a ``hostUsers: false`` pod a user namespace first, owning the
+others), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
 infra process (pid mode POD), then the network. The record (state "creating")
 is saved before the first step (with the cgroup directories it will create)
 and again after each step that made something,
@@ -38,6 +39,7 @@ from sandbox.shm import mount_shm, unmount_shm
 from sandbox.store import SandboxStore
 from sandbox.teardown import remove_pod_dir
 from sandbox.undo import StopRollback, UndoStack
+from sandbox.userns import pin_in_user_namespace
 
 log = logging.getLogger("peapod.sandbox")
 
@@ -138,10 +140,12 @@ class PodBuild:
             kinds |= {"net", "uts"}
         if not cfg.host_ipc:
             kinds.add("ipc")
-        ns = pin_namespaces(
-            pod_dir / "ns", kinds, hostname=None if cfg.host_network else rec.hostname,
-            sysctls=cfg.sysctls, ctx=ctx,
-        )
+        hostname = None if cfg.host_network else rec.hostname
+        if cfg.userns is not None:  # the pod's own user namespace owns the others
+            ns = pin_in_user_namespace(pod_dir / "ns", kinds, cfg.userns, hostname,
+                                       cfg.sysctls, ctx)  # fmt: skip
+        else:
+            ns = pin_namespaces(pod_dir / "ns", kinds, hostname, cfg.sysctls, ctx)
         self._set(ns_paths={k: str(p) for k, p in ns.items()})
         self.undo.push("pinned namespaces", lambda: unpin(ns))
         self.store.save(self.record)
@@ -249,6 +253,7 @@ def new_record(
         host_ipc=config.host_ipc,
         host_pid=config.host_pid,
         pid_mode=config.pid_mode,
+        userns=config.userns.to_record() if config.userns is not None else None,
         sysctls=dict(config.sysctls),
         pod_dir=str(settings.pods_dir / pod_id),
         cgroup_parent=pod_cgroup_parent(settings, config.cgroup_parent, pod_id),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sandbox.idmappings import UserNamespaceMappings
+
 
 @dataclass(frozen=True)
 class SandboxFacts:
@@ -12,6 +14,8 @@ class SandboxFacts:
 
     Namespace paths are bind-mounted namespace files or /proc/<pid>/ns/<kind> of the
     infra process; an empty path with the host flag unset means "a new namespace".
+    ``userns_path`` and ``userns`` are the pod's pinned user namespace and its
+    mappings, empty and None for a pod in the host's user namespace.
     """
 
     hostname: str = ""
@@ -19,6 +23,8 @@ class SandboxFacts:
     ipcns_path: str = ""
     utsns_path: str = ""
     pidns_path: str = ""  # the infra process's pid namespace, used for pid mode POD
+    userns_path: str = ""
+    userns: UserNamespaceMappings | None = None
     host_network: bool = False
     host_ipc: bool = False
     host_pid: bool = False

@@ -6,8 +6,10 @@ kept alive by bind-mounting its nsfs file: when its PID 1 exits the kernel
 kills everything else in it and refuses new processes, so it lives exactly as
 long as its PID 1. catatonit is a minimal init that pauses and reaps zombies.
 
-It is started as ``nsenter --net --ipc --uts -- unshare --pid --fork
---kill-child catatonit -P``: nsenter joins the pod's pinned namespaces and
+It is started as ``nsenter [--user] --net --ipc --uts -- unshare --pid --fork
+--kill-child catatonit -P``: nsenter joins the pod's pinned namespaces (its user
+namespace first, if it has one, so the new PID namespace belongs to it and
+containers can mount /proc; nsenter then runs as that namespace's root) and
 execs unshare (same pid), which creates the PID namespace and forks catatonit
 into it, then waits. That unshare process (host PID namespace) is catatonit's
 parent; ``--kill-child`` kills catatonit should unshare die. It runs in its own
@@ -35,7 +37,7 @@ from sandbox import procs
 from sandbox.cgroups import PodCgroup
 from sandbox.tools import find_tool
 
-NS_KINDS = ("net", "ipc", "uts")
+NS_KINDS = ("user", "net", "ipc", "uts")  # a pod's user namespace owns the PID one
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 INFRA_LOG = "infra.log"  # in the pod directory; also how recovery finds an unrecorded infra

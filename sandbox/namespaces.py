@@ -43,31 +43,15 @@ def pin_namespaces(
     written inside. Everything is checked before anything is created; on any
     failure whatever was pinned is removed again.
     """
-    unknown = set(kinds) - set(KINDS)
-    if unknown:
-        raise InvalidArgument(
-            f"cannot pin namespace kind(s) {sorted(unknown)}; supported: {list(KINDS)}"
-        )
-    if hostname is not None:
-        validate_hostname(hostname)
-        if "uts" not in kinds:
-            raise InvalidArgument("a pod hostname needs the pod's own UTS namespace")
-    parsed = sysctl_mod.validate(
-        sysctls or {}, host_network="net" not in kinds, host_ipc="ipc" not in kinds
-    )
+    parsed = check_request(kinds, hostname, sysctls)
     if not kinds:
         return {}
     paths = {kind: ns_dir / kind for kind in KINDS if kind in kinds}
     argv = [find_tool("unshare"), *(f"--{k}={p}" for k, p in paths.items())]
     argv += sysctl_mod.setup_argv(hostname, parsed, lo_up="net" in kinds)
 
-    ns_dir.mkdir(parents=True, exist_ok=True)
-    for kind, path in paths.items():
-        if is_mountpoint(path):
-            raise AlreadyExists(f"a {kind} namespace is already pinned at {path}; unpin it first")
+    prepare_pins(ns_dir, paths)
     try:
-        for path in paths.values():
-            path.touch(mode=0o444, exist_ok=True)
         proc = run_tool(argv, "creating the pod's namespaces", ctx, check=False)
         if proc.returncode != 0:
             why = sysctl_mod.explain_failure(proc.stderr, parsed)
@@ -81,6 +65,34 @@ def pin_namespaces(
         unpin(paths.values())
         raise
     return paths
+
+
+def check_request(
+    kinds: set[str], hostname: str | None, sysctls: Mapping[str, str] | None
+) -> list[sysctl_mod.Sysctl]:
+    """Check the kinds, hostname and sysctls of a pin request; the sysctls parsed."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise InvalidArgument(
+            f"cannot pin namespace kind(s) {sorted(unknown)}; supported: {list(KINDS)}"
+        )
+    if hostname is not None:
+        validate_hostname(hostname)
+        if "uts" not in kinds:
+            raise InvalidArgument("a pod hostname needs the pod's own UTS namespace")
+    return sysctl_mod.validate(
+        sysctls or {}, host_network="net" not in kinds, host_ipc="ipc" not in kinds
+    )
+
+
+def prepare_pins(ns_dir: Path, paths: Mapping[str, Path]) -> None:
+    """Make the empty files namespaces get bound onto; AlreadyExists if one is pinned."""
+    ns_dir.mkdir(parents=True, exist_ok=True)
+    for kind, path in paths.items():
+        if is_mountpoint(path):
+            raise AlreadyExists(f"a {kind} namespace is already pinned at {path}; unpin it first")
+    for path in paths.values():
+        path.touch(mode=0o444, exist_ok=True)
 
 
 def unpin(paths: Iterable[Path] | Mapping[str, Path]) -> None:

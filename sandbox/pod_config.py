@@ -15,6 +15,7 @@ from typing import Any
 from base.errors import InvalidArgument
 from base.text import shorten
 from cni.capabilities import PortMapping
+from sandbox.idmappings import UserNamespaceMappings
 from sandbox.pod_files import DnsConfig
 
 # Pod-level namespace modes (CRI NamespaceMode names).
@@ -70,7 +71,9 @@ class PodConfig:
 
     ``pid_mode`` is POD (containers share a PID namespace held by the infra
     process), CONTAINER (each container gets its own) or NODE (the host's).
-    ``security``, ``overhead`` and ``resources`` are kept as given, for later use.
+    ``userns`` holds the mappings of a pod in its own user namespace (``hostUsers:
+    false``), None for a pod in the host's. ``security``, ``overhead`` and
+    ``resources`` are kept as given, for later use.
     """
 
     metadata: PodMetadata
@@ -85,6 +88,7 @@ class PodConfig:
     host_network: bool = False
     host_ipc: bool = False
     pid_mode: str = POD
+    userns: UserNamespaceMappings | None = None
     security: Mapping[str, Any] = field(default_factory=dict)
     overhead: Mapping[str, Any] = field(default_factory=dict)
     resources: Mapping[str, Any] = field(default_factory=dict)

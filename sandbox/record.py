@@ -15,6 +15,7 @@ from typing import Any
 from base.errors import DataLoss
 from cni.capabilities import PortMapping
 from sandbox.facts import SandboxFacts
+from sandbox.idmappings import UserNamespaceMappings
 from sandbox.pod_config import POD, PodMetadata
 from sandbox.pod_files import DnsConfig
 
@@ -54,6 +55,7 @@ class SandboxRecord:
     sysctls: dict[str, str] = field(default_factory=dict)
     pod_dir: str = ""
     ns_paths: dict[str, str] = field(default_factory=dict)  # kind -> pinned nsfs file
+    userns: dict[str, Any] | None = None  # UserNamespaceMappings.to_record(); None: host's
     shm_path: str = ""  # the pod's tmpfs; empty with host IPC
     cgroup_parent: str = ""  # in the cgroup driver's syntax; containers go under it
     cgroup: dict[str, Any] | None = None  # sandbox.cgroups.PodCgroup.to_record()
@@ -89,6 +91,11 @@ class SandboxRecord:
             return ""
         return f"/proc/{int(self.infra['pid'])}/ns/pid"
 
+    @property
+    def mappings(self) -> UserNamespaceMappings | None:
+        """The pod's user namespace mappings, None for a pod in the host's."""
+        return UserNamespaceMappings.from_record(self.userns) if self.userns else None
+
     def facts(self) -> SandboxFacts:
         """What a container created in this pod inherits from it."""
         return SandboxFacts(
@@ -97,6 +104,8 @@ class SandboxRecord:
             ipcns_path=self.ns_paths.get("ipc", ""),
             utsns_path=self.ns_paths.get("uts", ""),
             pidns_path=self.pidns_path,
+            userns_path=self.ns_paths.get("user", ""),
+            userns=self.mappings,
             host_network=self.host_network,
             host_ipc=self.host_ipc,
             host_pid=self.host_pid,

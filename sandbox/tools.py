@@ -26,6 +26,7 @@ DEFAULT_TIMEOUT = 30.0
 _PACKAGES = {
     "unshare": "util-linux",
     "nsenter": "util-linux",
+    "setpriv": "util-linux",
     "ip": "iproute2",
     "sh": "dash",
     "catatonit": "catatonit",

@@ -10,6 +10,7 @@ from base.errors import InvalidArgument
 from base.text import check_no_nul, check_path, check_text, shorten
 from cri.call import object_id
 from cri.convert.resources import resources
+from cri.convert.userns import mount_mappings, userns_mode
 from cri.convert.validate import choice, object_name, string_map
 from oci.container.create import CreateRequest, check_log_path
 from oci.container.image_volumes import check_sub_path
@@ -44,7 +45,6 @@ _NS_MODE = {
 }
 # TARGET (another container's namespace) exists for the PID namespace only.
 _PID_MODE = {**_NS_MODE, pb.TARGET: NamespaceMode.TARGET}
-_USERNS_MODE = {pb.NODE: NamespaceMode.NODE}
 _GROUPS_POLICY = {
     pb.Merge: SupplementalGroupsPolicy.MERGE,
     pb.Strict: SupplementalGroupsPolicy.STRICT,
@@ -117,10 +117,7 @@ def _mount(m: pb.Mount) -> Mount:
         _image_volume(m, where)
     elif m.image_sub_path:
         raise InvalidArgument(f"mount {where} has image_sub_path but names no image")
-    if m.uidMappings or m.gidMappings:
-        raise InvalidArgument(
-            f"mount {where}: ID-mapped mounts (user namespaces) are not supported"
-        )
+    idmap = mount_mappings(m, f"mount {where}")
     check_path(m.container_path, "mount container_path")
     destination(m.container_path)  # where runc refuses a mount, refused here first
     if not image:
@@ -140,6 +137,7 @@ def _mount(m: pb.Mount) -> Mount:
         image=image,
         user_specified_image=m.image.user_specified_image if image else "",
         image_sub_path=m.image_sub_path,
+        idmap=idmap,
     )
 
 
@@ -161,9 +159,7 @@ def _paths(paths: Any, field: str) -> tuple[str, ...]:
 
 def _security(sc: pb.LinuxContainerSecurityContext) -> SecurityContext:
     ns = sc.namespace_options
-    if ns.HasField("userns_options"):
-        choice(pb.NamespaceMode, _USERNS_MODE, ns.userns_options.mode,
-               "user namespaces are not supported by peapod: userns_options mode")  # fmt: skip
+    user, userns = userns_mode(ns, "namespace_options")
     if sc.capabilities.add_ambient_capabilities:
         raise InvalidArgument("ambient capabilities are not supported by peapod")
     check_text(sc.run_as_username, "run_as_username", MAX_USERNAME_LEN)
@@ -180,6 +176,8 @@ def _security(sc: pb.LinuxContainerSecurityContext) -> SecurityContext:
             pid=choice(pb.NamespaceMode, _PID_MODE, ns.pid, "namespace_options.pid"),
             ipc=choice(pb.NamespaceMode, _NS_MODE, ns.ipc, "namespace_options.ipc"),
             target_id=ns.target_id,
+            user=NamespaceMode(user) if user else None,
+            userns=userns,
         ),
         run_as_user=sc.run_as_user.value if sc.HasField("run_as_user") else None,
         run_as_username=sc.run_as_username,

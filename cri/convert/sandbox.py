@@ -13,6 +13,8 @@ from base.errors import InvalidArgument
 from base.netaddr import ip_address
 from base.text import check_path, check_text
 from cni.capabilities import PortMapping
+from cri.convert.userns import to_pb as userns_to_pb
+from cri.convert.userns import userns_mode
 from cri.convert.validate import choice, object_name, string_map
 from sandbox import sysctls as sysctl_mod
 from sandbox.cgroup_paths import cgroup_path
@@ -33,7 +35,6 @@ _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
 _MODES = {pb.POD: POD, pb.CONTAINER: CONTAINER, pb.NODE: NODE}
 _PB_MODES = {POD: pb.POD, CONTAINER: pb.CONTAINER, NODE: pb.NODE}
 _STATES = {pb.SANDBOX_READY: READY, pb.SANDBOX_NOTREADY: NOTREADY}
-_USERNS_MODES = {pb.NODE: NODE}
 
 
 def metadata(meta: pb.PodSandboxMetadata) -> PodMetadata:
@@ -76,10 +77,14 @@ def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
     network = _mode(ns.network, "network")
     ipc = _mode(ns.ipc, "ipc")
     pid = _mode(ns.pid, "pid")
-    if ns.HasField("userns_options"):
-        choice(pb.NamespaceMode, _USERNS_MODES, ns.userns_options.mode,
-               "user namespaces: userns_options mode")  # fmt: skip
+    userns = userns_mode(ns, "namespace_options")[1]
     host_network, host_ipc = network == NODE, ipc == NODE
+    if userns is not None and (host_network or host_ipc or pid == NODE):
+        raise InvalidArgument(
+            "namespace_options: a pod in its own user namespace (userns_options mode POD) "
+            "cannot use the host's network, IPC or PID namespace, which the host's user "
+            "namespace owns"
+        )
 
     if cfg.hostname and not host_network:
         validate_hostname(cfg.hostname)
@@ -119,6 +124,7 @@ def pod_config(cfg: pb.PodSandboxConfig, config: Config) -> PodConfig:
         host_network=host_network,
         host_ipc=host_ipc,
         pid_mode=pid,
+        userns=userns,
         security=security,
         overhead=_as_dict(linux.overhead) if linux.HasField("overhead") else {},
         resources=_as_dict(linux.resources) if linux.HasField("resources") else {},
@@ -140,10 +146,12 @@ def _pb_state(rec: SandboxRecord) -> int:
 
 
 def namespace_option(rec: SandboxRecord) -> pb.NamespaceOption:
+    mappings = rec.mappings
     return pb.NamespaceOption(
         network=pb.NODE if rec.host_network else pb.POD,
         ipc=pb.NODE if rec.host_ipc else pb.POD,
         pid=_PB_MODES.get(rec.pid_mode, pb.POD),
+        userns_options=userns_to_pb(mappings) if mappings is not None else None,
     )
 
 
@@ -195,6 +203,7 @@ def verbose_info(rec: SandboxRecord) -> dict[str, str]:
         "cgroupParent": rec.cgroup_parent,
         "cgroup": rec.cgroup,
         "pidMode": rec.pid_mode,
+        "userNamespace": rec.userns,
         "infraPid": rec.infra["pid"] if rec.infra else None,
         "infra": rec.infra,
         "sysctls": rec.sysctls,

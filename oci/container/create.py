@@ -5,7 +5,9 @@ The steps, each undone in reverse order if a later one fails:
 1. reserve the name and store a ``creating`` record (so a crash mid-way is
    cleaned up at the next start);
 2. hold the image's layers (RemoveImage keeps them while the container exists);
-3. mount the overlay root filesystem, and the image volumes (``image_volumes``);
+3. mount the overlay root filesystem, and the image volumes (``image_volumes``); in
+   a pod with its own user namespace, over ID-mapped layers, with ID-mapped binds
+   (``idmapped``);
 4. generate the OCI spec and write the bundle's config.json;
 5. have conmon run ``<runtime> create``; conmon joins the pod's cgroup first so a
    service manager stopping the daemon does not take it along.
@@ -35,7 +37,8 @@ from base.text import check_path, shorten
 from conmon import procs
 from conmon.launch import create_container
 from conmon.paths import MonitorPaths
-from oci.container import image_volumes, rootfs
+from oci.container import idmapped, image_volumes, rootfs
+from oci.container.idmapped import IdMapper
 from oci.container.record import CREATED, CREATING, EXITED, RUNNING, ContainerRecord
 from oci.container.runtimes import RuntimeHandler
 from oci.image.store import ImageRecord
@@ -216,6 +219,7 @@ class ContainerBuild:
                 reason="IMAGE_NOT_FOUND",
             )
         volumes = self.volume_images = image_volumes.find_images(mgr.images, req.container.mounts)
+        idmapped.check_mounts(req.container.mounts, pod.facts().userns)
         ctr_id = secrets.token_hex(32)
         request = replace(req.container, id=ctr_id)
         img_cfg = image_config(image)
@@ -281,23 +285,35 @@ class ContainerBuild:
         storage, bundle = Path(rec.storage_dir), Path(rec.bundle)
         for d in (storage, Path(rec.persist_dir), bundle):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        facts = pod.facts()
+        mapper = None
+        if facts.userns is not None:  # ID-mapped layers and binds (oci.container.idmapped)
+            mapper = IdMapper(bundle, Path(facts.userns_path), facts.userns)
+            lower = mapper.layers(lower, "l")
+            mapper.own_upper(storage / rootfs.UPPER)
         rootfs.mount_rootfs(lower, storage, Path(rec.rootfs))
         mounts = image_volumes.mount_volumes(
-            mgr.images.store, rec.id, request.mounts, self.volume_images, bundle, storage
+            mgr.images.store, rec.id, request.mounts, self.volume_images, bundle, storage,
+            mapper,
         )
+        if mapper is not None:
+            idmapped.release(bundle)  # each overlay holds its own copies of its layers
+            mounts = mapper.volumes(mounts)
         request = replace(request, mounts=mounts)
         ctx.check()
 
         spec = generate_spec(
             request,
             img_cfg,
-            pod.facts(),
+            facts,
             mgr.facts,
             rec.rootfs,
             target_pidns_path=self._target_pidns(request),
         )
         check_executable(spec, rec.rootfs)
-        with open(rec.config_path, "w", encoding="utf-8") as f:
+        # Private even in a searchable bundle: the spec holds the container's environment.
+        with open(os.open(rec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as f:  # fmt: skip
             json.dump(spec, f)
         os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
         process = spec["process"]
@@ -347,6 +363,8 @@ class ContainerBuild:
             monitor_start=created.monitor_start_ticks or 0,
         )
         ctx.check()
+        if mapper is not None:
+            idmapped.release(bundle)  # the container holds its own copies of the binds
         stored = store.update(rec.id, lambda _cur: rec)
         assert stored is not None
         self.undo.discard()

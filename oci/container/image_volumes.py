@@ -29,6 +29,7 @@ from oci.container import rootfs
 from oci.spec.inputs import Mount
 
 if TYPE_CHECKING:
+    from oci.container.idmapped import IdMapper
     from oci.image.service import ImageService
     from oci.image.store import ImageRecord, ImageStore
 
@@ -77,8 +78,12 @@ def mount_volumes(
     images: dict[str, ImageRecord],
     bundle: Path,
     storage: Path,
+    mapper: IdMapper | None = None,
 ) -> tuple[Mount, ...]:
     """Hold and mount every image volume; ``mounts`` with their ``host_path`` set.
+
+    With ``mapper`` (a pod in its own user namespace) the overlay stacks ID-mapped
+    copies of the layers, so the image's files show their owners inside.
 
     What is mounted stays mounted on failure: ``unmount_volumes`` (the container's
     teardown) takes it down, and ``ImageStore.release(holder)`` drops the holds.
@@ -90,6 +95,8 @@ def mount_volumes(
             continue
         image = images[mount.image]
         lower = store.hold(holder, image.id)
+        if mapper is not None:
+            lower = mapper.layers(lower, f"i{index}-")
         target = bundle / VOLUMES / str(index)
         rootfs.mount_readonly_layers(lower, storage / VOLUMES / str(index), target)
         where = shorten(mount.container_path)

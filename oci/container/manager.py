@@ -43,7 +43,7 @@ from base.pending import LateObserver, PendingResults
 from conmon import ctl, files, procs
 from conmon.exec_sync import ExecResult, exec_sync
 from conmon.paths import attach_socket_path, attach_symlink_path
-from oci.container import image_volumes, rootfs, runtime_cli
+from oci.container import idmapped, image_volumes, rootfs, runtime_cli
 from oci.container.create import (
     ContainerBuild,
     CreateRequest,
@@ -198,10 +198,15 @@ class ContainerManager(ExitTracking):
 
     # ---- start-up and shut-down ---------------------------------------------
     def make_dirs(self) -> None:
-        """Create the state, run, exit, socket and exec directories."""
+        """Create the state, run, exit, socket and exec directories.
+
+        The bundles' directory is searchable by others (not listable): a user-namespaced
+        container's runtime reaches its bundle as the pod's root (``idmapped``).
+        """
         s = self.settings
         for d in (s.containers_dir, s.bundles_dir, s.exit_dir, s.socket_dir, s.exec_dir):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        s.bundles_dir.chmod(0o711)
 
     def watch_exits(self) -> None:
         """Start recording conmon's exit files (after recovery)."""
@@ -419,6 +424,7 @@ class ContainerManager(ExitTracking):
                         extra={"container": rec.id, "error": exc.message})
         rootfs.unmount_rootfs(Path(rec.rootfs))
         image_volumes.unmount_volumes(Path(rec.bundle))
+        idmapped.release(Path(rec.bundle))
         rootfs.remove_tree(Path(rec.bundle))
         rootfs.remove_tree(Path(rec.storage_dir))
         files.remove_exit_file(str(self.settings.exit_dir), rec.id)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from base.errors import InvalidArgument
 
@@ -64,6 +64,20 @@ class RuntimeHandlers:
         self._features: dict[str, HandlerFeatures] = {}
         self._lock = threading.Lock()
         self._table = self._checked(handlers, default)
+        self._host_userns = "the host's user namespace support was not probed"
+
+    def set_host_user_namespaces(self, why_not: str) -> None:
+        """Record the host's answer (kernel, filesystem): "" if it can run userns pods."""
+        self._host_userns = why_not
+
+    def user_namespaces_refusal(self, name: str) -> str:
+        """Why handler ``name`` cannot run a pod in its own user namespace; "" if it can."""
+        if self._host_userns:
+            return self._host_userns
+        if not self._runtime_features(name).user_namespaces:
+            return (f"the runtime of handler {self.get(name).name!r} does not list the user "
+                    "namespace in `features`")  # fmt: skip
+        return ""
 
     @staticmethod
     def _checked(
@@ -108,6 +122,13 @@ class RuntimeHandlers:
         return self.get(name).name
 
     def features(self, name: str) -> HandlerFeatures:
+        """The handler's features: its runtime's, user namespaces only if the host can too."""
+        found = self._runtime_features(name)
+        if found.user_namespaces and self._host_userns:
+            return replace(found, user_namespaces=False)
+        return found
+
+    def _runtime_features(self, name: str) -> HandlerFeatures:
         """The handler's features from ``<runtime> features`` (cached; none if unsupported)."""
         handler = self.get(name)
         with self._lock:
@@ -122,7 +143,10 @@ class RuntimeHandlers:
 
 
 def probe_features(runtime_path: str) -> HandlerFeatures:
-    """Ask the runtime which mount options it knows; any failure means no extra features."""
+    """Ask the runtime which mount options and namespaces it knows; any failure means no
+    extra features. Joining a user namespace by path with uid/gid mappings in the spec is
+    all peapod asks of a runtime (the rootfs is ID-mapped before it runs), so listing the
+    "user" namespace is enough."""
     try:
         proc = subprocess.run(
             [runtime_path, "features"],
@@ -134,8 +158,13 @@ def probe_features(runtime_path: str) -> HandlerFeatures:
         doc = json.loads(proc.stdout) if proc.returncode == 0 else {}
     except (OSError, subprocess.TimeoutExpired, ValueError):
         doc = {}
-    options = doc.get("mountOptions") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        doc = {}
+    options = doc.get("mountOptions")
+    linux = doc.get("linux")
+    spaces = linux.get("namespaces") if isinstance(linux, dict) else None
     return HandlerFeatures(
-        recursive_read_only_mounts=isinstance(options, list) and "rro" in options
+        recursive_read_only_mounts=isinstance(options, list) and "rro" in options,
+        user_namespaces=isinstance(spaces, list) and "user" in spaces,
     )
 

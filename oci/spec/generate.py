@@ -110,6 +110,9 @@ def generate_spec(
     }
     if settings.seccomp is not None:
         linux["seccomp"] = settings.seccomp
+    if sandbox.userns is not None:  # runc wants them even to join a namespace by path
+        linux["uidMappings"] = [m.to_oci() for m in sandbox.userns.uids]
+        linux["gidMappings"] = [m.to_oci() for m in sandbox.userns.gids]
 
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,

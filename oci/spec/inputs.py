@@ -18,6 +18,7 @@ from typing import Any
 
 from oci.spec.capabilities import DEFAULT_CAPABILITIES, read_bounding_set
 from sandbox.cgroup_layout import V2, detect_layout
+from sandbox.idmappings import UserNamespaceMappings
 
 DEFAULT_NOFILE = 1048576
 
@@ -80,6 +81,7 @@ class Mount:
     image: str = ""
     user_specified_image: str = ""
     image_sub_path: str = ""
+    idmap: UserNamespaceMappings | None = None  # an ID-mapped mount (the pod's mappings)
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,18 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class NamespaceOptions:
-    """Namespace modes of a container; ``target_id`` names the container for TARGET."""
+    """Namespace modes of a container; ``target_id`` names the container for TARGET.
+
+    ``user`` is the user namespace mode the request gives (None: not given, so the
+    pod's), with ``userns`` its mappings for POD.
+    """
 
     network: NamespaceMode = NamespaceMode.POD
     pid: NamespaceMode = NamespaceMode.POD
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
+    user: NamespaceMode | None = None
+    userns: UserNamespaceMappings | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Network, IPC and UTS are always the pod's (they are pod-level in Kubernetes), so the
 sandbox's facts decide them; a host-network pod also shares the host's UTS namespace.
 The PID namespace follows the container's own mode. Every container gets its own
-mount namespace, and its own cgroup namespace on cgroup v2.
+mount namespace, and its own cgroup namespace on cgroup v2. A pod in its own user
+namespace has its containers join it (the pod's other namespaces belong to it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,30 @@ def _pid_namespace(
     return _ns("pid", sandbox.pidns_path)
 
 
+def _user_namespace(options: NamespaceOptions, sandbox: SandboxFacts) -> Spec | None:
+    """The pod's user namespace, which all its containers share; None for the host's."""
+    if sandbox.userns is None:
+        if options.user is NamespaceMode.POD:
+            raise InvalidArgument(
+                "the container asks for the pod's user namespace (userns_options mode POD), "
+                "but its pod runs in the host's"
+            )
+        return None
+    if options.user is NamespaceMode.NODE:
+        raise InvalidArgument(
+            "the pod runs in its own user namespace, so its containers do too; "
+            "userns_options mode NODE cannot be granted"
+        )
+    if options.user is NamespaceMode.POD and options.userns != sandbox.userns:
+        raise InvalidArgument(
+            "the container's userns_options mappings differ from its pod's; a container "
+            "joins its pod's user namespace"
+        )
+    if not sandbox.userns_path:
+        raise FailedPrecondition("the pod's user namespace is not pinned")
+    return _ns("user", sandbox.userns_path)
+
+
 def linux_namespaces(
     options: NamespaceOptions,
     sandbox: SandboxFacts,
@@ -54,6 +79,9 @@ def linux_namespaces(
 ) -> list[Spec]:
     """The namespace list; an entry with a path joins it, one without creates a new one."""
     spaces: list[Spec] = [_ns("mount")]
+    user = _user_namespace(options, sandbox)
+    if user is not None:
+        spaces.append(user)
     if not sandbox.host_network:
         spaces.append(_ns("network", sandbox.netns_path))
         spaces.append(_ns("uts", sandbox.utsns_path))

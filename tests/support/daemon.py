@@ -47,6 +47,9 @@ class Peapod:
     ) -> None:
         self.env = dict(env or {})  # added to the daemon's environment
         self.base = base or Path(tempfile.mkdtemp(prefix="peapod-test-"))
+        # Searchable (not listable) by others, as /run is: the runtime reaches the rootfs of
+        # a user-namespaced container as the pod's root, not as host root.
+        self.base.chmod(0o711)
         self.root = self.base / "root"
         self.runroot = self.base / "run"
         self.socket = self.runroot / "peapod.sock"

@@ -147,13 +147,6 @@ def test_target_mode_is_rejected_for_pods(field: str) -> None:
         conv.pod_config(cfg(linux=linux(**{field: pb.TARGET})), Config())
 
 
-def test_pod_user_namespace_is_rejected() -> None:
-    lx = linux()
-    lx.security_context.namespace_options.userns_options.mode = pb.POD
-    with pytest.raises(InvalidArgument, match="user namespaces"):
-        conv.pod_config(cfg(linux=lx), Config())
-
-
 def test_other_invalid_fields() -> None:
     with pytest.raises(InvalidArgument, match="hostname"):
         conv.pod_config(cfg(hostname="-bad-"), Config())
