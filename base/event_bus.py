@@ -3,9 +3,11 @@
 Publishing never blocks on a subscriber: an event is appended to every queue and
 the publisher goes on. A subscriber whose queue already holds its ``limit`` events
 has fallen too far behind: it is cut off (queue emptied, its reader gets
-ResourceExhausted, ``on_drop`` is told) rather than slow the publisher or grow
-without bound. Deliveries are serialised, so every subscriber sees events in the
-order they were published.
+ResourceExhausted) rather than slow the publisher or grow without bound. The
+subscription's ``on_end`` is told whenever the bus ends it (cut off, or the bus
+closed), so its owner can also end a reader that is not waiting on the queue.
+Deliveries are serialised, so every subscriber sees events in the order they were
+published.
 
 Events published before the bus is told it serves (``serving``) are start-up
 events (what recovery found); they are kept, up to ``backlog_limit``, and every
@@ -34,12 +36,13 @@ class Subscription(Generic[T]):
 
     def __init__(
         self, bus: EventBus[T], limit: int, name: str,
-        on_drop: Callable[[Subscription[T]], None] | None,
+        on_end: Callable[[Subscription[T]], None] | None,
     ) -> None:  # fmt: skip
         self.limit = limit
         self.name = name
+        self.overflowed = False  # cut off for falling behind
         self._bus = bus
-        self._on_drop = on_drop
+        self._on_end = on_end
         self._cond = threading.Condition()
         self._queue: deque[T] = deque()
         self._ended: PeapodError | None = None  # why the bus ended it
@@ -86,6 +89,7 @@ class Subscription(Generic[T]):
                 return True
             if len(self._queue) >= self.limit:
                 self._queue.clear()
+                self.overflowed = True
                 self._ended = ResourceExhausted(
                     f"this subscriber fell {self.limit} events behind and was disconnected "
                     "so that the runtime never waits for a reader; reconnect, and list "
@@ -102,6 +106,14 @@ class Subscription(Generic[T]):
             if self._ended is None:
                 self._ended = error
             self._cond.notify_all()
+
+    def _tell_end(self) -> None:
+        if self._on_end is None:
+            return
+        try:
+            self._on_end(self)
+        except Exception:
+            log.exception("an event subscription's end callback failed")
 
 
 class EventBus(Generic[T]):
@@ -126,22 +138,18 @@ class EventBus(Generic[T]):
             for sub in dropped:
                 self._subs.remove(sub)
         for sub in dropped:
-            if sub._on_drop is not None:
-                try:
-                    sub._on_drop(sub)
-                except Exception:
-                    log.exception("an event subscriber's drop callback failed")
+            sub._tell_end()
 
     def subscribe(
         self, limit: int, name: str = "",
-        on_drop: Callable[[Subscription[T]], None] | None = None,
+        on_end: Callable[[Subscription[T]], None] | None = None,
     ) -> Subscription[T]:  # fmt: skip
         """A new subscription with a queue of at most ``limit`` events (at least 1).
 
         It starts with the start-up backlog if it comes within the retention time.
         Unavailable once the bus is closed.
         """
-        sub = Subscription(self, max(1, limit), name, on_drop)
+        sub = Subscription(self, max(1, limit), name, on_end)
         with self._lock:
             if self._closed:
                 raise Unavailable("the runtime is shutting down; no new event subscriptions")
@@ -167,6 +175,7 @@ class EventBus(Generic[T]):
             subs, self._subs = self._subs, []
         for sub in subs:
             sub._end(Unavailable("the runtime is shutting down; reconnect when it is back"))
+            sub._tell_end()
 
     # ---- internals ---------------------------------------------------------
     def _remove(self, sub: Subscription[T]) -> None:

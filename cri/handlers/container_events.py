@@ -5,9 +5,10 @@ holds one rpc worker thread while it is open. With ``events.enable`` off the rpc
 ends at once with OK, as CRI-O's does. A subscriber that falls
 ``events.subscriber_queue`` events behind is cut off: logged, counted in
 peapod_container_events_dropped_subscribers, and its stream ends with
-RESOURCE_EXHAUSTED after the events already sent. If the stream is still blocked
-sending to a client that reads nothing, it is reset ``DROP_GRACE`` seconds later,
-so a stuck client cannot hold a worker thread. A cancelled call leaves nothing.
+RESOURCE_EXHAUSTED after the events already sent (UNAVAILABLE when the daemon
+shuts down). If the stream is still blocked sending to a client that reads nothing,
+it is reset ``DROP_GRACE`` seconds later, so a stuck client can hold neither a
+worker thread nor the shutdown. A cancelled call leaves nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DROP_GRACE = 5.0  # seconds a dropped subscriber's stream may stay blocked in a 
 
 
 class _Reset:
-    """Resets a dropped subscriber's call if it has not ended ``DROP_GRACE`` s later."""
+    """Resets an ended subscription's call if it has not ended ``DROP_GRACE`` s later."""
 
     def __init__(self, context: grpc.ServicerContext) -> None:
         self._context = context
@@ -54,7 +55,7 @@ class _Reset:
         with self._lock:
             if self._done:
                 return
-        log.warning("resetting a dropped event subscriber that reads nothing",
+        log.warning("resetting an event subscriber that reads nothing",
                     extra={"peer": self._context.peer()})
         self._context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)  # counted as an error
         self._context.cancel()
@@ -77,13 +78,14 @@ def get_container_events(
     reset = _Reset(ctx)
     peer = ctx.peer()
 
-    def dropped(sub: Subscription[LifecycleEvent]) -> None:
-        d.metrics.events_dropped_subscribers.inc()
-        log.warning("event subscriber fell behind; disconnected",
-                    extra={"peer": peer, "queue": sub.limit})
+    def ended(sub: Subscription[LifecycleEvent]) -> None:
+        if sub.overflowed:
+            d.metrics.events_dropped_subscribers.inc()
+            log.warning("event subscriber fell behind; disconnected",
+                        extra={"peer": peer, "queue": sub.limit})
         reset.arm()
 
-    sub = d.events.subscribe(d.config.events.subscriber_queue, peer, dropped)
+    sub = d.events.subscribe(d.config.events.subscriber_queue, peer, ended)
     d.metrics.events_subscribers.inc()
     try:
         if not (ctx.add_callback(sub.close) and ctx.add_callback(reset.done)):

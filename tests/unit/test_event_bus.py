@@ -35,7 +35,7 @@ def test_every_subscriber_gets_every_event_in_order() -> None:
 def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_go_on() -> None:
     bus = serving_bus()
     dropped: list[str] = []
-    slow = bus.subscribe(3, "slow", on_drop=lambda s: dropped.append(s.name))
+    slow = bus.subscribe(3, "slow", on_end=lambda s: dropped.append(s.name))
     fast = bus.subscribe(3, "fast")
     got = []
     for n in range(10):
@@ -45,7 +45,7 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_go_on() -> Non
     assert dropped == ["slow"] and bus.subscribers() == 1
     with pytest.raises(ResourceExhausted, match="fell 3 events behind"):
         slow.next(timeout=0)
-    assert slow.closed
+    assert slow.closed and slow.overflowed
     bus.publish(99)
     assert drain(fast) == [99]
 
@@ -85,9 +85,11 @@ def test_next_times_out_with_none() -> None:
 
 def test_closing_the_bus_ends_subscriptions_after_their_queued_events() -> None:
     bus = serving_bus()
-    sub = bus.subscribe(10)
+    ended: list[bool] = []
+    sub = bus.subscribe(10, on_end=lambda s: ended.append(s.overflowed))
     bus.publish(1)
     bus.close()
+    assert ended == [False]
     assert sub.next() == 1
     with pytest.raises(Unavailable, match="shutting down"):
         sub.next()
