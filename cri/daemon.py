@@ -74,6 +74,8 @@ class Daemon:
         svc = self.services
         recover_pods(svc.pods)
         recover_containers(svc.containers)
+        if svc.nri is not None:
+            svc.nri.start()  # plugin_dirs' plugins, synchronized with what was recovered
         # Before the CRI socket exists, so a bad metrics address leaves no socket behind.
         self.metrics_address = svc.metrics.serve(cfg.metrics.address)
         self.stream_url = svc.streams.start()

@@ -35,6 +35,8 @@ from cri.metrics import (
     track_pods,
 )
 from cri.streaming.server import StreamServer
+from nri.service import NRIService
+from nri.settings import NRISettings
 from oci.container.events import LifecycleEvent, LifecyclePublisher
 from oci.container.exits import ContainerObserver
 from oci.container.manager import ContainerManager, PodLookup
@@ -92,6 +94,7 @@ class Services:
                                    StreamingMetrics(self.metrics))  # fmt: skip
         self.events: EventBus[LifecycleEvent] = events_bus(config, self.pods, self.containers)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
+        self.nri = nri_service(config, self.pods, self.containers)  # None: NRI is off
         self.stats = stats_service(config, self.containers, self.pods)
         self.stats_collector = StatsCollector(self.stats, config.stats.collection_period)
         self.pod_metrics = PodMetricsService(
@@ -118,6 +121,8 @@ class Services:
 
     def close(self) -> None:
         """Release everything, in the reverse order of use."""
+        if self.nri is not None:
+            self.nri.close()
         self.stats_collector.close()
         self.events.close()
         self.streams.stop()
@@ -127,6 +132,25 @@ class Services:
         self.metrics.close()
         self.images.close()
         self.db.close()
+
+
+def nri_service(config: Config, pods: PodManager,
+                containers: ContainerManager) -> NRIService | None:
+    """NRI plugins hooked into the pods and containers; None if ``nri.enable`` is off."""
+    nri = config.nri
+    if not nri.enable:
+        return None
+    settings = NRISettings(
+        socket_path=nri.socket_path if nri.allow_external_connections else "",
+        socket_mode=int(nri.socket_mode, 8),
+        plugin_dirs=tuple(nri.plugin_dirs),
+        plugin_config_dir=nri.plugin_config_dir,
+        registration_timeout=nri.plugin_registration_timeout,
+        request_timeout=nri.plugin_request_timeout,
+        fail_on_timeout=nri.on_timeout == "fail",
+        runtime_version=__version__,
+    )
+    return NRIService(settings, pods, containers)
 
 
 def image_service(config: Config, db: Database, observer: PullObserver) -> ImageService:

@@ -29,6 +29,7 @@ from cni import NetworkConfig
 from cni.client import add_left_state
 from sandbox.cgroup_paths import SYSTEMD
 from sandbox.cgroups import create_pod_cgroup, plan_pod_cgroup
+from sandbox.hooks import NoPodHooks, PodHooks
 from sandbox.infra import INFRA_LOG, start_infra
 from sandbox.namespaces import pin_namespaces, unpin
 from sandbox.network import PodNetwork, pending_entry, pod_ips
@@ -85,12 +86,14 @@ class PodBuild:
         network: PodNetwork,
         record: SandboxRecord,
         config: PodConfig,
+        hooks: PodHooks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.network = network
         self.record = record
         self.config = config
+        self.hooks: PodHooks = hooks or NoPodHooks()
         self.undo = UndoStack()
 
     def _set(self, **changes: object) -> None:
@@ -103,7 +106,9 @@ class PodBuild:
             if network is not None:
                 self._network(network, ctx)
             self._set(state=READY)
-            self.store.put(self.record)
+            # The hooks (NRI plugins) see the pod before anyone else; a refusal rolls it back.
+            self.undo.push("lifecycle hooks", lambda: self.hooks.abandoned(self.record))
+            self.hooks.run(self.record, lambda: self.store.put(self.record))
         except BaseException as exc:
             problems = self.undo.rollback()
             if self.undo.stopped and isinstance(exc, PeapodError):

@@ -39,6 +39,7 @@ from base.cancel import CallContext
 from base.errors import DeadlineExceeded, NotFound, PeapodError
 from base.pending import LateObserver, PendingResults
 from sandbox.build import KeptPod, PodBuild, PodSettings, new_record
+from sandbox.hooks import NoPodHooks, PodHooks
 from sandbox.infra import InfraProcess
 from sandbox.lifecycle import NoPodObserver, PodLifecycleObserver
 from sandbox.network import PodNetwork
@@ -97,6 +98,7 @@ class PodManager:
         self.store = store
         self.network = network
         self.containers: PodContainers = containers or NoContainers()
+        self.hooks: PodHooks = NoPodHooks()  # lifecycle hooks (NRI plugins); see sandbox.hooks
         self.lifecycle: PodLifecycleObserver = NoPodObserver()  # the daemon's events
         self._names = NameReservations()
         self._building: set[str] = set()  # ids of pods whose build runs, not yet in the store
@@ -207,9 +209,8 @@ class PodManager:
             rec = new_record(self.settings, pod_id, config, runtime_handler)
             with self.lock(pod_id):
                 try:
-                    rec = PodBuild(self.settings, self.store, self.network, rec, config).run(
-                        network, ctx
-                    )
+                    rec = PodBuild(self.settings, self.store, self.network, rec, config,
+                                   self.hooks).run(network, ctx)
                 except KeptPod as kept:
                     self.store.publish(kept.record)
                     self._retrier.schedule(pod_id)
@@ -251,6 +252,7 @@ class PodManager:
         self.containers.stop_pod_containers(rec.id, ctx)
         if rec.state == NOTREADY and not rec.attachments and rec.infra is None:
             return rec
+        self.hooks.stop(rec)  # containers stopped, network still there
         error: PeapodError | None = None
         if rec.attachments:
             try:
@@ -293,6 +295,7 @@ class PodManager:
                 return
             current = self._stop_locked(current, ctx)
             self.containers.remove_pod_containers(current.id, ctx)
+            self.hooks.remove(current)
             release_local(current)
             self.store.delete(current.id)
             self.lifecycle.pod_removed(current)

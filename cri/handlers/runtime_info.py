@@ -46,6 +46,7 @@ def status(d: Services, req: pb.StatusRequest, ctx: grpc.ServicerContext) -> pb.
         info["config"] = json.dumps(configmod.to_dict(d.config))
         info["version"] = json.dumps({"runtime": RUNTIME_NAME, "version": d.version})
         info["podCIDR"] = json.dumps(d.pod_cidr)
+        info["nri"] = json.dumps(d.nri.describe() if d.nri is not None else {"enabled": False})
     return pb.StatusResponse(
         status=pb.RuntimeStatus(conditions=conditions),
         info=info,

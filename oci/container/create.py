@@ -56,6 +56,7 @@ from sandbox.facts import SandboxFacts
 from sandbox.undo import StopRollback, UndoStack
 
 if TYPE_CHECKING:
+    from oci.container.hooks import ContainerHooks
     from oci.container.runtimes import RuntimeHandlers
     from oci.container.settings import ContainerSettings
     from oci.container.store import ContainerStore
@@ -188,6 +189,7 @@ class BuildHost(Protocol):
     handlers: RuntimeHandlers
     images: ImageService
     facts: DaemonFacts
+    hooks: ContainerHooks
 
     def remember_spec(self, ctr_id: str, spec: dict[str, Any]) -> None: ...
 
@@ -257,7 +259,8 @@ class ContainerBuild:
             stdin_once=request.stdin_once,
         )
         try:
-            return self._build(rec, request, image, img_cfg, ctx)
+            with mgr.hooks.creation():  # until the container is published or rolled back
+                return self._build(rec, request, image, img_cfg, ctx)
         except BaseException:
             problems = self.undo.rollback()
             if problems:
@@ -310,6 +313,8 @@ class ContainerBuild:
             rec.rootfs,
             target_pidns_path=self._target_pidns(request),
         )
+        self.undo.push("lifecycle hooks", lambda: mgr.hooks.abandoned(rec))
+        spec = mgr.hooks.create(rec, spec)  # NRI plugins adjust the spec, or refuse
         check_executable(spec, rec.rootfs)
         # Private even in a searchable bundle: the spec holds the container's environment.
         with open(os.open(rec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",

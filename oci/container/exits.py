@@ -18,6 +18,7 @@ from typing import Protocol
 from base.cancel import CallContext
 from conmon import files, procs
 from oci.container.create import UNKNOWN_EXIT
+from oci.container.hooks import ContainerHooks, NoContainerHooks
 from oci.container.record import (
     CREATED,
     CREATING,
@@ -79,6 +80,7 @@ class ExitTracking:
         self.settings = settings
         self.store = store
         self.observer: ContainerObserver = observer or _NoObserver()
+        self.hooks: ContainerHooks = NoContainerHooks()  # lifecycle hooks (NRI plugins)
         self._exited = threading.Condition()
         self._orphans: set[str] = set()  # running without conmon, already reported
 
@@ -145,9 +147,11 @@ class ExitTracking:
             return replace(cur, state=EXITED, exit_code=code, finished_at=finished,
                            reason=reason, message=message)
 
-        self.store.update(ctr_id, change)
+        stored = self.store.update(ctr_id, change)
         with self._exited:
             self._exited.notify_all()
+        if made and stored is not None:
+            self.hooks.stopped(stored, wait=False)  # however it stopped; delivered once
         return made
 
     def _wait_exit(self, ctr_id: str, seconds: float, ctx: CallContext | None) -> bool:

@@ -266,6 +266,7 @@ class ContainerManager(ExitTracking):
         # An exit that came while the record was still "creating" was left for us.
         if self.read_exit(rec) is not None:
             self.record_exit(rec.id)
+        self.hooks.post_create(rec)
         return rec.id
 
     # ---- a pod being stopped or removed ------------------------------------------
@@ -325,6 +326,7 @@ class ContainerManager(ExitTracking):
                 raise FailedPrecondition(
                     f"container {rec.id} is {rec.state}; only a created container can be started"
                 )
+            self.hooks.start(rec)  # may refuse; nothing has changed yet
             handler = self.runtime_for(rec)
             started = time.time_ns()
             self.store.update(rec.id, lambda cur: replace(cur, started_at=started))
@@ -346,6 +348,7 @@ class ContainerManager(ExitTracking):
                 rec.id, lambda cur: replace(cur, state=RUNNING) if cur.state == CREATED else None
             )
         log.info("container started", extra={"container": rec.id})
+        self.hooks.post_start(self.store.get(rec.id) or rec)
 
     # ---- stop / remove ------------------------------------------------------
     def stop(self, id_or_prefix: str, timeout: float, ctx: CallContext | None) -> None:
@@ -356,6 +359,9 @@ class ContainerManager(ExitTracking):
             return
         with self._op(found.id):
             self._stop_locked(found.id, timeout, ctx)
+        stopped = self.store.get(found.id)
+        if stopped is not None and stopped.state not in (CREATING, CREATED, RUNNING):
+            self.hooks.stopped(stopped, wait=True)
 
     def _stop_locked(self, ctr_id: str, timeout: float, ctx: CallContext | None) -> None:
         rec = self.store.get(ctr_id)
@@ -393,6 +399,7 @@ class ContainerManager(ExitTracking):
         if rec is None:
             return
         self._stop_locked(ctr_id, 0, ctx)
+        self.hooks.remove(self.store.get(ctr_id) or rec)
         self.teardown(rec)
         self.store.delete(ctr_id)
         self._specs.pop(ctr_id, None)
@@ -577,12 +584,14 @@ class ContainerManager(ExitTracking):
                 raise FailedPrecondition(
                     f"cannot update the resources of container {rec.id}: it is {rec.state}"
                 )
+            res = self.hooks.update(rec, res)  # may refuse or change the resources
             oci = linux_resources(res, self.facts, [])
             oci.pop("devices", None)
             runtime_cli.update(self.runtime_for(rec), rec.id, oci, ctx)
             self.store.update(
                 rec.id, lambda cur: replace(cur, resources=_applied(cur.resources, res))
             )
+        self.hooks.post_update(rec)
 
     def reopen_log(self, id_or_prefix: str) -> None:
         """Have conmon reopen the container's log file (after the kubelet rotated it)."""

@@ -73,6 +73,10 @@ class Peapod:
             },
             # No CNI config unless a test provides one: the host's /etc/cni/net.d is not used.
             "network": {"network_dir": str(self.base / "net.d")},
+            # NRI on, but on a socket of its own and with no host plugins.
+            "nri": {"socket_path": str(self.runroot / "nri.sock"),
+                    "plugin_dirs": [str(self.base / "nri-plugins")],
+                    "plugin_config_dir": str(self.base / "nri-conf.d")},
         }
         _deep_update(cfg, config or {})
         self.config_file.write_text(yaml.safe_dump(cfg))
