@@ -50,6 +50,7 @@ from runtimes import (  # noqa: E402
 )
 from scale import run_scale  # noqa: E402
 from scenarios import Comparison, Settings  # noqa: E402
+from stats_bench import StatsBenchSettings, run_stats_bench  # noqa: E402
 from streaming_bench import run_streaming_bench  # noqa: E402
 
 MANAGED = {"peapod": PeapodRuntime, "containerd": ContainerdRuntime}
@@ -91,7 +92,8 @@ def parse_args() -> argparse.Namespace:
         "7, scale, is not in the default set: --scenarios 7 --scale-pods N; "
         "nor is 8, critest -benchmark: --scenarios 8 --critest-samples N; "
         "nor is 9, streaming: --scenarios 9 --stream-mib N; "
-        "nor is 10, pod start through a real kubelet: --scenarios 10 --kubelet-pods N)",
+        "nor is 10, pod start through a real kubelet: --scenarios 10 --kubelet-pods N; "
+        "nor is 11, stats: --scenarios 11 --stats-pods N --stats-window S)",
     )
     p.add_argument("--critest-samples", type=int, default=20,
                    help="lifecycles of each kind critest times in scenario 8 (--quick: 4)")
@@ -99,6 +101,11 @@ def parse_args() -> argparse.Namespace:
                    help="static pods per kubelet start in scenario 10 (--quick: 3)")
     p.add_argument("--stream-mib", type=int, default=1024,
                    help="MiB of each transfer in scenario 9 (--quick: 64)")
+    p.add_argument("--stats-pods", type=int, default=100,
+                   help="pods each runtime holds in scenario 11 (--quick: 10)")
+    p.add_argument("--stats-window", type=float, default=60.0,
+                   help="seconds of each CPU window per runtime in scenario 11: idle, "
+                   "polling every 10 s, every 1 s (--quick: 20)")
     p.add_argument("--scale-pods", type=int, default=500,
                    help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
@@ -240,7 +247,9 @@ def main() -> int:
                       30 if args.quick else args.scale_pods,
                       4 if args.quick else args.critest_samples,
                       64 if args.quick else args.stream_mib,
-                      3 if args.quick else args.kubelet_pods)
+                      3 if args.quick else args.kubelet_pods,
+                      StatsBenchSettings.quick() if args.quick else
+                      StatsBenchSettings(pods=args.stats_pods, window=args.stats_window))
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -302,7 +311,8 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
 
 
 def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
-                  critest_samples: int, stream_mib: int, kubelet_pods: int) -> None:
+                  critest_samples: int, stream_mib: int, kubelet_pods: int,
+                  stats: StatsBenchSettings) -> None:
     """The scenarios asked for, in an order that lets 5 and 6 use the pods of 2."""
     run.prepare()
     if "1" in wanted:
@@ -327,6 +337,8 @@ def run_scenarios(run: Comparison, wanted: set[str], scale_pods: int,
                             5 if stream_mib <= 64 else 20)
     if "10" in wanted:
         run_kubelet_start(run, kubelet_pods)
+    if "11" in wanted:
+        run_stats_bench(run, stats)
 
 
 if __name__ == "__main__":
