@@ -2,8 +2,8 @@
 # Set peapod up on a Debian 12 machine (as root), then run the daemon or the tests.
 #   deploy/setup.sh run    install, then serve on /run/peapod/peapod.sock in the foreground
 #   deploy/setup.sh test   install (with test packages), then run the test suite
-#   deploy/setup.sh bench [ARGS]   install (with containerd), then compare peapod with
-#                                  containerd (tests/bench/compare.py ARGS)
+#   deploy/setup.sh bench [ARGS]   install, build CRI-O and containerd 2 (deploy/build-peers.sh),
+#                                  then compare peapod with them (tests/bench/compare.py ARGS)
 #   deploy/setup.sh service   install, then install and start the systemd unit
 #   deploy/setup.sh        install only
 set -euo pipefail
@@ -26,7 +26,9 @@ if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(procps gcc libc6-dev)
 fi
 if [ "$mode" = bench ]; then
-  packages+=(containerd)
+  # Debian's containerd 1.6 (--runtimes ...,containerd); CRI-O's build needs pkg-config and
+  # libseccomp-dev (its seccomp support is C); CRI-O runs Debian's conmon, already listed.
+  packages+=(containerd pkg-config libseccomp-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -63,6 +65,11 @@ extras=""
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   export PEAPOD_CLIENTS_DIR="${PEAPOD_CLIENTS_DIR:-$here/.cache/clients}"
   deploy/build-clients.sh
+fi
+# The peers the benchmark compares with (CRI-O, containerd 2), built once per pinned version.
+if [ "$mode" = bench ]; then
+  export PEAPOD_PEERS_DIR="${PEAPOD_PEERS_DIR:-$here/.cache/peers}"
+  deploy/build-peers.sh
 fi
 
 # Default configuration, only where the host has none.

@@ -1,19 +1,24 @@
-"""peapod side by side with containerd: the same CRI workload against both, in one run.
+"""peapod side by side with CRI-O and containerd 2: the same CRI workload against each,
+in one run.
 
-Run as root from the repository root (``deploy/setup.sh bench`` installs what it needs):
+Run as root from the repository root (``deploy/setup.sh bench`` installs and builds what
+it needs):
 
-    .venv/bin/python tests/bench/compare.py [--quick] [--profile] [--runtimes peapod,containerd]
+    .venv/bin/python tests/bench/compare.py [--quick] [--profile]
+        [--runtimes peapod,crio,containerd2[,containerd]]
         [--endpoint NAME=unix:///path.sock ...] [--results DIR] [counts, see --help]
 
 It starts a loopback docker-registry with images it builds (a catatonit pause image, a
-busybox image, a ~100 MiB multi-layer image), writes one CNI conflist both runtimes use
-(bridge + host-local + portmap on a free /22), starts peapod from this checkout and
-Debian's containerd (CRI plugin, runc v2 shim, the same /usr/sbin/runc and
-/usr/lib/cni), each on its own socket and state directories, then runs the scenarios
-(see scenarios.py) alternating the runtimes, prints a table of median / p90 / p99 per
-runtime with the ratio of the medians, writes the same as JSON under --results, and
-tears everything down. ``--endpoint`` adds a CRI runtime the operator already runs; it
-must be able to pull from the registry over plain HTTP and run pods on its own network.
+busybox image, a ~100 MiB multi-layer image), writes one CNI conflist every runtime uses
+(bridge + host-local + portmap on a free /22), starts peapod from this checkout, CRI-O
+and containerd 2 as deploy/build-peers.sh built them (and, if asked, Debian's
+containerd 1.6), all with the same /usr/sbin/runc and /usr/lib/cni, each on its own
+socket and state directories, then runs the scenarios (see scenarios.py) alternating the
+runtimes, prints a table of medians and spreads per runtime with the ratio of peapod's
+median to each peer's and to the best peer's, writes the same as JSON under --results
+(with each runtime's config files), and tears everything down. ``--endpoint`` adds a
+CRI runtime the operator already runs; it must be able to pull from the registry over
+plain HTTP and run pods on its own network.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ for _path in (REPO, HERE.parent, HERE):  # peapod's api package, tests/support, 
 
 from critest_bench import run_critest_bench  # noqa: E402
 from environment import BenchEnvironment  # noqa: E402
+from growth import run_growth  # noqa: E402
 from kubelet_start import run_kubelet_start  # noqa: E402
+from peer_builds import built  # noqa: E402
 from report import table, write_json  # noqa: E402
+from runtime_containerd2 import Containerd2Runtime  # noqa: E402
+from runtime_crio import CrioRuntime  # noqa: E402
 from runtimes import (  # noqa: E402
     ContainerdRuntime,
     ExternalRuntime,
@@ -53,7 +62,22 @@ from scenarios import Comparison, Settings  # noqa: E402
 from stats_bench import StatsBenchSettings, run_stats_bench  # noqa: E402
 from streaming_bench import run_streaming_bench  # noqa: E402
 
-MANAGED = {"peapod": PeapodRuntime, "containerd": ContainerdRuntime}
+MANAGED: dict[str, type[RuntimeUnderTest]] = {
+    "peapod": PeapodRuntime,
+    "crio": CrioRuntime,
+    "containerd2": Containerd2Runtime,
+    "containerd": ContainerdRuntime,  # Debian's 1.6
+}
+
+
+def default_runtimes() -> str:
+    """peapod, CRI-O and containerd 2 once deploy/build-peers.sh built them; until then
+    peapod and Debian's containerd 1.6."""
+    if built("crio", "pinns", "containerd", "containerd-shim-runc-v2"):
+        return "peapod,crio,containerd2"
+    print("compare: CRI-O and containerd 2 are not built (deploy/build-peers.sh); "
+          "comparing with Debian's containerd 1.6 alone", file=sys.stderr)
+    return "peapod,containerd"
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,8 +86,9 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--runtimes",
-        default="peapod,containerd",
-        help="managed runtimes to start, in order (peapod, containerd)",
+        default=None,
+        help="managed runtimes to start, in order: peapod, crio, containerd2 and containerd "
+        "(Debian's 1.6); default peapod,crio,containerd2 once built, else peapod,containerd",
     )
     p.add_argument(
         "--endpoint",
@@ -72,8 +97,8 @@ def parse_args() -> argparse.Namespace:
         metavar="NAME=ENDPOINT",
         help="also measure a CRI runtime already running at ENDPOINT",
     )
-    p.add_argument("--subject", default="peapod", help="numerator of the ratio column")
-    p.add_argument("--baseline", default="containerd", help="denominator of the ratio column")
+    p.add_argument("--subject", default="peapod",
+                   help="numerator of the ratio columns; every other runtime is a peer")
     p.add_argument(
         "--results",
         type=Path,
@@ -106,6 +131,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--stats-window", type=float, default=60.0,
                    help="seconds of each CPU window per runtime in scenario 11: idle, "
                    "polling every 10 s, every 1 s (--quick: 20)")
+    p.add_argument("--growth-levels", default="10,100,300",
+                   help="scenario 12 (not in the default set: --scenarios 12), cost as the "
+                   "pods grow: running pods at which it measures (--quick: 2,5,10)")
+    p.add_argument("--growth-probes", type=int, default=10,
+                   help="pods timed at each level of scenario 12 (--quick: 3)")
+    p.add_argument("--growth-idle", type=float, default=10.0,
+                   help="seconds of idle daemon CPU read at each level of scenario 12 "
+                   "(--quick: 1)")
     p.add_argument("--scale-pods", type=int, default=500,
                    help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
@@ -205,6 +238,8 @@ def on_sigterm(_sig: int, _frame: FrameType | None) -> None:
 
 def main() -> int:
     args = parse_args()
+    if args.runtimes is None:
+        args.runtimes = default_runtimes()
     settings = settings_from(args)
     signal.signal(signal.SIGTERM, on_sigterm)
     started = datetime.now(UTC)
@@ -250,6 +285,10 @@ def main() -> int:
                       3 if args.quick else args.kubelet_pods,
                       StatsBenchSettings.quick() if args.quick else
                       StatsBenchSettings(pods=args.stats_pods, window=args.stats_window))
+        if "12" in args.scenarios.split(","):
+            levels = [int(n) for n in ("2,5,10" if args.quick else args.growth_levels).split(",")]
+            run_growth(run, levels, 3 if args.quick else args.growth_probes,
+                       1.0 if args.quick else args.growth_idle)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -283,7 +322,7 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
     names = [rt.name for rt in runtimes]
     metrics = sorted(run.metrics, key=lambda m: int(m.scenario.split()[0]))  # 10 after 9
     print()
-    print(table(metrics, names, args.baseline, args.subject))
+    print(table(metrics, names, args.subject))
     out = args.results / f"compare-{stamp}.json"
     write_json(
         out,
@@ -302,7 +341,6 @@ def save(run: Comparison | None, runtimes: list[RuntimeUnderTest], env: BenchEnv
         configs={rt.name: rt.config() for rt in runtimes},
         metrics=metrics,
         runtimes=names,
-        baseline=args.baseline,
         subject=args.subject,
         error=error,
     )

@@ -1,7 +1,10 @@
 """A CRI v1 client for benchmarks: any endpoint, the calls a kubelet makes for a pod.
 
-Nothing here knows which runtime answers; the same calls measure peapod, containerd or
-any other CRI runtime given its socket.
+Nothing here knows which runtime answers; the same calls measure peapod, containerd,
+CRI-O or any other CRI runtime given its socket. Two kubelet habits some runtimes depend
+on are kept: ImageSpec.user_specified_image is set (CRI-O refuses a create without it
+when a signature policy is set), and the pod's and the container's log directories exist
+before RunPodSandbox and CreateContainer (conmon does not create them).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class CriDriver:
 
     # ------------------------------------------------------------ images
     def pull(self, image: str) -> str:
-        req = pb.PullImageRequest(image=pb.ImageSpec(image=image))
+        req = pb.PullImageRequest(image=pb.ImageSpec(image=image, user_specified_image=image))
         return str(self.images.PullImage(req, timeout=self.timeout).image_ref)
 
     def remove_image(self, image: str) -> None:
@@ -103,6 +106,7 @@ class CriDriver:
         return cfg
 
     def run_pod(self, cfg: pb.PodSandboxConfig) -> str:
+        Path(cfg.log_directory).mkdir(parents=True, exist_ok=True)  # as the kubelet does
         req = pb.RunPodSandboxRequest(config=cfg)
         return str(self.runtime.RunPodSandbox(req, timeout=self.timeout).pod_sandbox_id)
 
@@ -111,11 +115,14 @@ class CriDriver:
     ) -> str:
         cfg = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name="main", attempt=0),
-            image=pb.ImageSpec(image=image),
+            image=pb.ImageSpec(image=image, user_specified_image=image),
             command=command,
             log_path="main/0.log",
             labels={RUN_LABEL: self.run_tag},
         )
+        # As the kubelet does: <pod log directory>/<container name>/ exists before the
+        # create, and the log path is inside it.
+        (Path(pod_cfg.log_directory) / cfg.metadata.name).mkdir(parents=True, exist_ok=True)
         # As the kubelet does: the container's namespace modes are the pod's.
         cfg.linux.security_context.namespace_options.CopyFrom(
             pod_cfg.linux.security_context.namespace_options

@@ -63,6 +63,15 @@ class Metric:
             return None
         return a["median"] / b["median"]
 
+    def best(self, runtimes: Iterable[str]) -> str | None:
+        """Of ``runtimes`` with samples, the one with the best median: the lowest, or the
+        highest where higher is better; None if none has samples."""
+        medians = {rt: s["median"] for rt in runtimes if (s := self.summary(rt))}
+        if not medians:
+            return None
+        pick = max if self.better == "higher" else min
+        return pick(medians, key=lambda rt: medians[rt])
+
 
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
@@ -84,8 +93,26 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return ticks / TICKS
 
 
+def live_threads_cpu(pid: int) -> float:
+    """Seconds on CPU of a process's live threads, to the nanosecond (each thread's
+    /proc/PID/task/TID/schedstat): for short windows where clock ticks are too coarse.
+    Threads that ended, and children, are not counted."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def total_cpu(pids: Iterable[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
-__all__ = ["Metric", "cpu_seconds", "memory", "percentile", "timed", "total_cpu"]
+__all__ = ["Metric", "cpu_seconds", "live_threads_cpu", "memory", "percentile", "timed",
+           "total_cpu"]

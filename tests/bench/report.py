@@ -52,26 +52,57 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.1f}"
 
 
-def table(metrics: list[Metric], runtimes: list[str], baseline: str, subject: str) -> str:
-    """Median, p90 and p99 per runtime and the subject/baseline ratio of the medians."""
+def peers_of(runtimes: list[str], subject: str) -> list[str]:
+    """Every runtime but the subject, which each ratio divides."""
+    return [rt for rt in runtimes if rt != subject] if subject in runtimes else []
+
+
+def ratios(m: Metric, runtimes: list[str], subject: str) -> dict[str, Any]:
+    """subject/peer for each peer, and subject/best peer (with its name) when there are
+    two peers or more: medians, below 1 better for the subject unless higher is better."""
+    peers = peers_of(runtimes, subject)
+    out: dict[str, Any] = {"each": {p: m.ratio(subject, p) for p in peers}}
+    if len(peers) > 1:
+        best = m.best(peers)
+        out["best_peer"] = best
+        out["to_best"] = m.ratio(subject, best) if best else None
+    return out
+
+
+def ratio_heads(runtimes: list[str], subject: str) -> list[str]:
+    peers = peers_of(runtimes, subject)
+    return [f"{subject}/{p}" for p in peers] + ([f"{subject}/best"] if len(peers) > 1 else [])
+
+
+def ratio_cells(m: Metric, runtimes: list[str], subject: str) -> list[str]:
+    got = ratios(m, runtimes, subject)
+    cells = ["-" if r is None else f"{r:.2f}" for r in got["each"].values()]
+    if "to_best" in got:
+        r = got["to_best"]
+        cells.append("-" if r is None else f"{r:.2f} ({got['best_peer']})")
+    return cells
+
+
+def table(metrics: list[Metric], runtimes: list[str], subject: str) -> str:
+    """Median, p90 (and p99 when two runtimes or fewer) per runtime, and the ratios of the
+    subject's median to each peer's and to the best peer's."""
+    spreads = ["p90", "p99"] if len(runtimes) <= 2 else ["p90"]
     head = ["scenario", "figure", "unit"]
     for rt in runtimes:
-        head += [f"{rt} median", "p90", "p99"]
-    ratio_head = f"{subject}/{baseline}"
-    head.append(ratio_head)
+        head += [f"{rt} median", *spreads]
+    head += ratio_heads(runtimes, subject)
     rows: list[list[str]] = []
     for m in metrics:
         row = [m.scenario, m.name, m.unit + (" (higher better)" if m.better == "higher" else "")]
         for rt in runtimes:
             s = m.summary(rt)
             if not s:
-                row += ["-", "-", "-"]
+                row += ["-"] * (1 + len(spreads))
             elif s["n"] == 1:
-                row += [fmt(s["median"], m.unit), "", ""]
+                row += [fmt(s["median"], m.unit)] + [""] * len(spreads)
             else:
-                row += [fmt(s["median"], m.unit), fmt(s["p90"], m.unit), fmt(s["p99"], m.unit)]
-        r = m.ratio(subject, baseline) if subject in runtimes and baseline in runtimes else None
-        row.append("-" if r is None else f"{r:.2f}")
+                row += [fmt(s["median"], m.unit), *(fmt(s[q], m.unit) for q in spreads)]
+        row += ratio_cells(m, runtimes, subject)
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     numeric = set(range(3, len(head)))
@@ -102,7 +133,6 @@ def write_json(
     configs: dict[str, Any],
     metrics: list[Metric],
     runtimes: list[str],
-    baseline: str,
     subject: str,
     error: str = "",
 ) -> None:
@@ -114,7 +144,8 @@ def write_json(
         "machine": machine(),
         "python": python_version(),
         "runtimes": runtimes,
-        "ratio": f"{subject}/{baseline}",
+        "subject": subject,  # every ratio is subject median / a peer's median
+        "peers": peers_of(runtimes, subject),
         "settings": settings,
         "versions": versions,
         "configs": configs,
@@ -125,7 +156,7 @@ def write_json(
                 "name": m.name,
                 "unit": m.unit,
                 "better": m.better,
-                "ratio": m.ratio(subject, baseline),
+                "ratios": ratios(m, runtimes, subject),
                 "runtimes": {
                     rt: {**m.summary(rt), "samples": m.samples.get(rt, [])} for rt in runtimes
                 },
@@ -147,10 +178,10 @@ def git_head() -> str:
     return out.stdout.strip()
 
 
-def load(path: Path) -> tuple[list[Metric], list[str], str, str]:
-    """Metrics, runtimes, subject and baseline of a saved run."""
+def load(path: Path) -> tuple[list[Metric], list[str], str]:
+    """Metrics, runtimes and subject of a saved run (older runs name a "ratio" instead)."""
     data = json.loads(path.read_text())
-    subject, _, baseline = data["ratio"].partition("/")
+    subject = data.get("subject") or data["ratio"].partition("/")[0]
     metrics = []
     for item in data["metrics"]:
         m = Metric(item["scenario"], item["name"], item["unit"], item["better"])
@@ -158,13 +189,13 @@ def load(path: Path) -> tuple[list[Metric], list[str], str, str]:
             if got.get("samples"):
                 m.add(rt, *got["samples"])
         metrics.append(m)
-    return metrics, data["runtimes"], subject, baseline
+    return metrics, data["runtimes"], subject
 
 
-def markdown(metrics: list[Metric], runtimes: list[str], baseline: str, subject: str) -> str:
-    """The table as Markdown: median (p90, p99) per runtime, and the ratio of medians."""
+def markdown(metrics: list[Metric], runtimes: list[str], subject: str) -> str:
+    """The table as Markdown: median (p90, p99) per runtime, and the ratios of medians."""
     head = ["scenario", "figure", *(f"{rt} median (p90 / p99)" for rt in runtimes),
-            f"{subject}/{baseline}"]
+            *ratio_heads(runtimes, subject)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     last = None
     for m in metrics:
@@ -180,8 +211,7 @@ def markdown(metrics: list[Metric], runtimes: list[str], baseline: str, subject:
             else:
                 cells.append(f"{fmt(s['median'], m.unit)} ({fmt(s['p90'], m.unit)} / "
                              f"{fmt(s['p99'], m.unit)})")
-        r = m.ratio(subject, baseline)
-        cells.append("-" if r is None else f"{r:.2f}")
+        cells += ratio_cells(m, runtimes, subject)
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -193,9 +223,9 @@ def main() -> None:
     p.add_argument("result", type=Path, help="a compare-*.json file")
     p.add_argument("--markdown", action="store_true", help="as a Markdown table")
     args = p.parse_args()
-    metrics, runtimes, subject, baseline = load(args.result)
+    metrics, runtimes, subject = load(args.result)
     show = markdown if args.markdown else table
-    print(show(metrics, runtimes, baseline, subject))
+    print(show(metrics, runtimes, subject))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The runtimes a comparison drives: peapod and containerd, each set up for one run.
+"""The runtimes a comparison drives: peapod and Debian's containerd, each set up for one
+run, and the base class of the peers this run starts as daemons (runtime_crio.py,
+runtime_containerd2.py).
 
 Each runtime has its own socket, state directories and logs under the run's base
 directory, and shares with the others the CNI config directory, the plugins in
@@ -242,14 +244,89 @@ class PeapodRuntime(RuntimeUnderTest):
         return self.settings()
 
 
-class ContainerdRuntime(RuntimeUnderTest):
-    """Debian's containerd with its built-in CRI plugin, runc v2 shim and overlayfs."""
+class ProcessRuntime(RuntimeUnderTest):
+    """A runtime whose daemon this run starts as a child process, logging to one file."""
 
-    SHIM_SOCKETS = Path("/run/containerd")  # fixed in containerd 1.6, not configurable
+    log_name = "daemon.log"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        """The daemon's environment; None inherits this process's."""
+        return None
+
+    def _launch(self) -> None:
+        with open(self.dir / self.log_name, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.environment(),
+            )
+        deadline = time.monotonic() + 60
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.connect().wait_ready(timeout=60)
+
+    def restart(self) -> None:
+        assert self.proc is not None
+        if self.driver is not None:
+            self.driver.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.socket.unlink(missing_ok=True)
+        self._launch()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = (self.dir / self.log_name).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_daemon(self) -> None:
+        """SIGTERM, then SIGKILL after 30 s."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+
+    def daemon_pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+
+class ContainerdRuntime(ProcessRuntime):
+    """Debian's containerd with its built-in CRI plugin, runc v2 shim and overlayfs."""
+
+    SHIM_SOCKETS = Path("/run/containerd")  # fixed in containerd 1.6, not configurable
+    binary = CONTAINERD
+    install_hint = "install Debian's containerd (./deploy/setup.sh bench does)"
+    log_name = "containerd.log"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.made_shim_dir = False
         self.shim_sockets_before: set[str] = set()
 
@@ -257,9 +334,8 @@ class ContainerdRuntime(RuntimeUnderTest):
     def socket(self) -> Path:
         return self.dir / "containerd.sock"
 
-    @property
-    def endpoint(self) -> str:
-        return f"unix://{self.socket}"
+    def command(self) -> list[str]:
+        return [self.binary, "--config", str(self.dir / "config.toml")]
 
     def config_toml(self) -> str:
         d = self.dir
@@ -319,64 +395,32 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
         )
 
     def start(self) -> None:
-        if not os.access(CONTAINERD, os.X_OK):
-            raise RuntimeError(f"{CONTAINERD} not found: install Debian's containerd "
-                               "(./deploy/setup.sh bench does)")
+        if not os.access(self.binary, os.X_OK):
+            raise RuntimeError(f"{self.binary} not found: {self.install_hint}")
         self.dir.mkdir(parents=True)
-        self.made_shim_dir = not self.SHIM_SOCKETS.exists()
-        self.shim_sockets_before = set(list_dir(self.SHIM_SOCKETS / "s"))
+        self.note_shim_sockets()
         (self.dir / "config.toml").write_text(self.config_toml())
         certs = self.dir / "certs.d" / self.shared.registry_host
         certs.mkdir(parents=True)
         (certs / "hosts.toml").write_text(self.hosts_toml())
         self._launch()
 
-    def _launch(self) -> None:
-        with open(self.dir / "containerd.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [CONTAINERD, "--config", str(self.dir / "config.toml")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"containerd did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
-        self.connect().wait_ready(timeout=60)
-
-    def restart(self) -> None:
-        assert self.proc is not None
-        if self.driver is not None:
-            self.driver.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        self.socket.unlink(missing_ok=True)
-        self._launch()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = (self.dir / "containerd.log").read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+    def note_shim_sockets(self) -> None:
+        """Before the start: which shim sockets exist already (1.6's go to a fixed place)."""
+        self.made_shim_dir = not self.SHIM_SOCKETS.exists()
+        self.shim_sockets_before = set(list_dir(self.SHIM_SOCKETS / "s"))
 
     def stop(self) -> list[str]:
         problems = self.teardown_pods()
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+        self.stop_daemon()
         self.kill_monitors()
         unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+        return problems + self.remove_shim_sockets()
+
+    def remove_shim_sockets(self) -> list[str]:
+        """The shim sockets this run left; what could not be removed."""
+        problems = []
         sockets = self.SHIM_SOCKETS / "s"
         for entry in set(list_dir(sockets)) - self.shim_sockets_before:
             with contextlib.suppress(OSError):
@@ -388,9 +432,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
         if self.made_shim_dir and self.SHIM_SOCKETS.exists():
             problems.append(f"{self.name}: {self.SHIM_SOCKETS} left: {list_dir(sockets)}")
         return problems
-
-    def daemon_pid(self) -> int | None:
-        return self.proc.pid if self.proc and self.proc.poll() is None else None
 
     def monitor_pids(self) -> list[int]:
         sock = str(self.socket)
@@ -404,7 +445,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
 
     def versions(self) -> dict[str, str]:
         return {
-            "containerd": command_version([CONTAINERD, "--version"]),
+            "containerd": command_version([self.binary, "--version"]),
             "runc": command_version([RUNC, "--version"]),
         }
 

@@ -6,9 +6,10 @@ transport) for the round trips and the bulk transfers, and the tests' wsproto cl
 first output byte. Each runtime gets one pod whose container keeps busybox ``nc``
 listeners on its own loopback: one per upload (reads into /dev/null until the client's
 EOF) and one per download (``head -c SIZE /dev/zero``). Transfers alternate runtimes
-round by round. CPU is the daemon's own utime + stime (peapod) or containerd's plus
-its shims' (which copy exec output between pipes and FIFOs), children excluded, so the
-container's ``head`` and ``runc`` are not counted for either. The slow reader takes
+round by round. CPU is the daemon's own utime + stime plus its monitors' (containerd's
+shims copy exec output between pipes and FIFOs; peapod's and CRI-O's conmons are idle
+during an exec stream, which their daemons relay), children excluded, so the
+container's ``head`` and ``runc`` are not counted for any. The slow reader takes
 64 KiB every 100 ms for ``SLOW_SECONDS`` while the daemon's RSS is sampled.
 """
 
@@ -89,9 +90,9 @@ class Target:
                 seen = buf.count(b"Forwarding from 127.0.0.1")
 
     def watched(self) -> list[int]:
-        """The processes whose CPU a transfer costs: the daemon (and containerd's shims)."""
+        """The processes whose CPU a transfer costs: the daemon and its monitors."""
         pids = [p for p in [self.rt.daemon_pid()] if p]
-        return pids + (self.rt.monitor_pids() if self.rt.name == "containerd" else [])
+        return pids + self.rt.monitor_pids()
 
     def close(self) -> None:
         self.forward.terminate()

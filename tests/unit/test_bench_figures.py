@@ -12,7 +12,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from measure import Metric, cpu_seconds, memory, percentile  # noqa: E402
-from report import table  # noqa: E402
+from report import load, ratios, table, write_json  # noqa: E402
 from scenarios import Comparison, Settings  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def test_table_shows_each_runtime_and_the_ratio() -> None:
     rss.add("peapod", 55.0)
     rate = Metric("2 concurrent", "pods per second", "pods/s", "higher")
     rate.add("containerd", 14.0)
-    text = table([lat, rss, rate], ["peapod", "containerd"], "containerd", "peapod")
+    text = table([lat, rss, rate], ["peapod", "containerd"], "peapod")
     lines = text.splitlines()
     assert "peapod median" in lines[0] and "containerd median" in lines[0]
     assert "peapod/containerd" in lines[0]
@@ -60,6 +60,42 @@ def test_table_shows_each_runtime_and_the_ratio() -> None:
     only_one = next(line for line in lines if "pods per second" in line)
     assert only_one.split()[-1] == "-"  # no ratio without both runtimes
     assert "(higher better)" in only_one
+
+
+def test_ratios_against_each_peer_and_the_best_one_by_direction() -> None:
+    lat = Metric("1 pod start", "pod start (sum)", "ms")
+    lat.add("peapod", 100)
+    lat.add("crio", 80)
+    lat.add("containerd2", 125)
+    rate = Metric("2 concurrent", "pods started per second", "pods/s", "higher")
+    rate.add("peapod", 12.0)
+    rate.add("crio", 15.0)
+    rate.add("containerd2", 10.0)
+    names = ["peapod", "crio", "containerd2"]
+    got = ratios(lat, names, "peapod")
+    assert got["each"] == {"crio": pytest.approx(1.25), "containerd2": pytest.approx(0.8)}
+    assert got["best_peer"] == "crio" and got["to_best"] == pytest.approx(1.25)
+    got = ratios(rate, names, "peapod")
+    assert got["best_peer"] == "crio" and got["to_best"] == pytest.approx(0.8)
+    assert "best_peer" not in ratios(lat, ["peapod", "crio"], "peapod")  # one peer: no "best"
+    lines = table([lat, rate], names, "peapod").splitlines()
+    assert lines[0].split()[-3:] == ["peapod/crio", "peapod/containerd2", "peapod/best"]
+    row = next(line for line in lines if "pod start (sum)" in line)
+    assert row.split()[-4:] == ["1.25", "0.80", "1.25", "(crio)"]
+
+
+def test_saved_runs_load_back_with_their_subject(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    lat = Metric("1 pod start", "pod start (sum)", "ms")
+    lat.add("peapod", 100, 110)
+    lat.add("crio", 80)
+    out = tmp_path / "compare.json"
+    write_json(out, started=datetime.now(UTC), seconds=1.0, settings={}, versions={},
+               configs={}, metrics=[lat], runtimes=["peapod", "crio"], subject="peapod")
+    metrics, runtimes, subject = load(out)
+    assert (runtimes, subject) == (["peapod", "crio"], "peapod")
+    assert metrics[0].samples == {"peapod": [100, 110], "crio": [80]}
 
 
 def test_cpu_and_memory_of_this_process_are_read_from_proc() -> None:
