@@ -61,6 +61,7 @@ from scale import run_scale  # noqa: E402
 from scenarios import Comparison, Settings  # noqa: E402
 from stats_bench import StatsBenchSettings, run_stats_bench  # noqa: E402
 from streaming_bench import run_streaming_bench  # noqa: E402
+from userns_bench import UsernsBenchSettings, run_userns_start  # noqa: E402
 
 MANAGED: dict[str, type[RuntimeUnderTest]] = {
     "peapod": PeapodRuntime,
@@ -139,6 +140,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--growth-idle", type=float, default=10.0,
                    help="seconds of idle daemon CPU read at each level of scenario 12 "
                    "(--quick: 1)")
+    p.add_argument("--userns-pods", type=int, default=20,
+                   help="scenario 13 (not in the default set: --scenarios 13), pod start in "
+                   "a user namespace against a plain pod: pods of each kind (--quick: 4)")
     p.add_argument("--scale-pods", type=int, default=500,
                    help="pods each runtime holds at once in scenario 7 (--quick: 30)")
     p.add_argument(
@@ -289,6 +293,9 @@ def main() -> int:
             levels = [int(n) for n in ("2,5,10" if args.quick else args.growth_levels).split(",")]
             run_growth(run, levels, 3 if args.quick else args.growth_probes,
                        1.0 if args.quick else args.growth_idle)
+        if "13" in args.scenarios.split(","):
+            run_userns_start(run, UsernsBenchSettings.quick() if args.quick
+                             else UsernsBenchSettings(pods=args.userns_pods))
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

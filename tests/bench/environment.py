@@ -80,6 +80,7 @@ class BenchEnvironment:
     def __init__(self, big_mb: int = 100, big_layers: int = 6) -> None:
         self.run_tag = secrets.token_hex(4)
         self.base = Path(tempfile.mkdtemp(prefix=f"peapod-compare-{self.run_tag}-"))
+        self.base.chmod(0o711)  # searchable, as /run is: runc reaches userns pods' rootfs
         self.net_dir = self.base / "net.d"
         self.cgroup_root = f"peapod-compare-{self.run_tag}"
         self.bridge = f"pbench{self.run_tag[:6]}"
