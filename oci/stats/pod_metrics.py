@@ -26,6 +26,7 @@ from oci.stats.metric_spec import spec
 from oci.stats.network import InterfaceUsage, read_pods
 
 log = logging.getLogger(__name__)
+_SHAPE = {name: (s.kind, len(s.label_keys)) for name, s in BY_NAME.items()}
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,9 @@ class PodMetricsCollector:
 
     @staticmethod
     def _sample(name: str, labels: tuple[str, ...], value: int, stamp: int = 0) -> MetricSample:
-        spec_ = BY_NAME[name]
-        assert len(labels) == len(spec_.label_keys), name
-        return MetricSample(name, spec_.kind, labels, max(int(value), 0), stamp)
+        kind, width = _SHAPE[name]
+        assert len(labels) == width, name
+        return MetricSample(name, kind, labels, max(int(value), 0), stamp)
 
 
 def _guarded(family: str, ctr_id: str, read: Callable[[], Iterable[Reading]]) -> list[Reading]:
