@@ -11,8 +11,11 @@ daemon is a ``support.pods.PodEnv``; everything is swept afterwards, even on fai
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -248,6 +251,50 @@ def test_exited_container_and_stopped_pod_drop_out(running: Running) -> None:
     text = r.env.peapod.metrics_text()
     assert metric_value(text, "peapod_operations_errors_total",
                         {"operation": "ListPodSandboxMetrics"}) == 0  # fmt: skip
+
+
+def test_memory_cgroup_removed_under_a_running_container(running: Running) -> None:
+    """A second container's memory cgroup goes (its processes moved to the parent's, the
+    directory removed): its memory figures stop, its CPU, spec and process figures and
+    the first container's still come, and the rpc never fails."""
+    r = running
+    ctr = r.env.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=r.pod, config=(
+        pb.ContainerConfig(metadata=pb.ContainerMetadata(name="doomed"),
+                           image=pb.ImageSpec(image=r.image), command=["sleep", "100000"]))),
+        timeout=60).container_id  # fmt: skip
+    r.env.rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=30)
+    info = r.env.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True),
+                                    timeout=10).info["info"]  # fmt: skip
+    cgroups_path = json.loads(info)["runtimeSpec"]["linux"]["cgroupsPath"]
+    memory_root = detect_layout().v1.get("memory") or detect_layout().unified
+    assert memory_root is not None
+    d = memory_root / cgroups_path.strip("/")
+    pids = (d / "cgroup.procs").read_text().split()
+    assert pids, f"nothing runs in {d}"
+    try:
+        for pid in pids:
+            (d.parent / "cgroup.procs").write_text(pid)
+        d.rmdir()
+        pm = pod_metrics(r)
+        got = {c.container_id: by_name(c.metrics) for c in pm.container_metrics}
+        assert set(got) == {r.ctr, ctr}
+        assert not [n for n in got[ctr] if n.startswith("container_memory_")]
+        assert "container_oom_events_total" not in got[ctr]
+        assert one(got[ctr], "container_spec_cpu_period") > 0
+        assert one(got[ctr], "container_processes") >= 1
+        assert "container_cpu_usage_seconds_total" in got[ctr]
+        assert one(got[r.ctr], "container_memory_usage_bytes") > 0
+    finally:  # the runtime cannot stop a container whose cgroup is gone: end it here
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = r.env.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr), timeout=10)
+            if st.status.state == pb.CONTAINER_EXITED:
+                break
+            time.sleep(0.1)
+        r.env.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr), timeout=30)
 
 
 def test_only_last_seen_with_no_families(running: Running, tmp_path: Any) -> None:
