@@ -212,10 +212,12 @@ class StreamingConfig:
 class StatsConfig:
     collection_period: float = _opt(
         10.0,
-        "Seconds between background stats rounds: a CPU sample of every container and pod "
-        "(so a first stats call already has usage_nano_cores), then the walks of the "
-        "writable layers (used bytes and inodes). Stats calls serve the last walk's figure "
-        "and never wait for one; a new container is walked within about a second.",
+        "Seconds between background stats rounds: the cgroup figures (CPU, memory, swap, "
+        "PSI, tasks) and pod network counters of every listed container and pod, then the "
+        "writable-layer walks (used bytes and inodes). ListContainerStats and "
+        "ListPodSandboxStats serve the last round's figures (stamped with their read time; "
+        "one not yet seen is read during the call), the by-id calls read afresh; no call "
+        "waits for a walk, and a new container is walked within about a second.",
     )
     walk_budget: int = _opt(
         100000,

@@ -13,6 +13,7 @@ import grpc
 
 from api import api_pb2 as pb
 from cri.call import object_id
+from cri.convert.item_cache import ItemCache
 from cri.convert.stats import (
     container_stats_filter,
     pod_stats_filter,
@@ -22,8 +23,13 @@ from cri.convert.stats import (
 
 if TYPE_CHECKING:
     from cri.services import Services
+from oci.stats.model import ContainerStats, PodStats
 
 T = TypeVar("T")
+# Converted once per answer object: the service hands out the same object until a
+# figure of that container or pod changes (each collection round).
+_CONTAINERS: ItemCache[ContainerStats, pb.ContainerStats] = ItemCache(to_pb_container_stats)
+_PODS: ItemCache[PodStats, pb.PodSandboxStats] = ItemCache(to_pb_pod_stats)
 
 # A ContainerStats is well under 1 KB on the wire and a pod's a few KB with its
 # containers: 200 pods a message stays far below the kubelet's 16 MiB limit.
@@ -40,7 +46,7 @@ def container_stats(
 
 def _container_items(d: Services, req: pb.ListContainerStatsRequest) -> list[pb.ContainerStats]:
     flt = container_stats_filter(req.filter) if req.HasField("filter") else None
-    return [to_pb_container_stats(s) for s in d.stats.list_containers(flt)]
+    return _CONTAINERS.items(d.stats.list_containers(flt), len(d.containers.store.all()))
 
 
 def list_container_stats(
@@ -70,7 +76,7 @@ def pod_sandbox_stats(
 
 def _pod_items(d: Services, req: pb.ListPodSandboxStatsRequest) -> list[pb.PodSandboxStats]:
     flt = pod_stats_filter(req.filter) if req.HasField("filter") else None
-    return [to_pb_pod_stats(s) for s in d.stats.list_pods(flt)]
+    return _PODS.items(d.stats.list_pods(flt), len(d.pods.store.all()))
 
 
 def list_pod_sandbox_stats(

@@ -1,5 +1,6 @@
-"""The background stats thread: every ``collection_period`` a CPU sample of each
-container and pod, then one budgeted round of writable-layer walks.
+"""The background stats thread: every ``collection_period`` the cgroup figures and
+networks of each container and pod (``StatsService.refresh``), then one budgeted round
+of writable-layer walks.
 
 A stats call that meets a container the walks have not reached yet (just created)
 wakes the thread for an early round over such containers only, at most once a
@@ -51,10 +52,10 @@ class StatsCollector:
             self._thread = None
 
     def run_round(self, only_new: bool = False) -> None:
-        """One round: CPU samples (full rounds only), then layer walks within budget."""
+        """One round: cgroup figures (full rounds only), then layer walks within budget."""
         svc = self.service
         if not only_new:
-            svc.sample_cpu()
+            svc.refresh()
         svc.layers.walk_round(svc.uppers(), only_new=only_new, stop=self._stop)
 
     def _run(self) -> None:

@@ -79,6 +79,10 @@ class ContainerStats:
     io: IoUsage | None = None
     writable_layer: FilesystemUsage | None = None
 
+    @property
+    def id(self) -> str:
+        return self.record.id
+
 
 @dataclass(frozen=True)
 class NetworkUsage:
@@ -110,6 +114,10 @@ class PodStats:
     network: NetworkUsage | None = None
     process: ProcessUsage | None = None
     containers: list[ContainerStats] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
 
 
 def layer_figure(usage: LayerUsage, mountpoint: str) -> FilesystemUsage:

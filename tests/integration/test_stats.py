@@ -158,29 +158,62 @@ def u64(msg: Any, field: str) -> int | None:
 # ---- cpu ------------------------------------------------------------------------------
 
 
+def host_idle_cores(sample: tuple[int, int], later: tuple[int, int]) -> float:
+    """Idle cores over the window between two ``cpu_times()`` samples."""
+    return (later[0] - sample[0]) / (later[1] - sample[1]) * (os.cpu_count() or 1)
+
+
+def cpu_times() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of the host, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
 def test_cpu_burner_uses_about_one_core(env: StatsEnv, busybox: str) -> None:
     """A busy loop shows about 10^9 nano-cores, in the container and its pod.
 
     The box has 2 cores shared with other work, so the loop may not get a whole core:
-    the band is 0.5-1.1 cores, and the figure must agree (within 15 %) with the rate of
-    the cumulative counter the test computes itself over its own 3 s window.
+    the figure must be at most 1.1 cores, at least 0.5 unless the host had under 0.2
+    idle cores meanwhile (then the scheduler decides the loop's share), and agree within
+    30 % with the rate of the cumulative counter the test computes over its own 3 s (the
+    daemon's window is its last sample a second or more before: under other load the
+    loop's share moves between the two windows).
     """
     pod = env.pod()
     ctr = env.container(pod, busybox, ["sh", "-c", "while :; do :; done"])
     time.sleep(2 * PERIOD)
-    first = env.ctr_stats(ctr).cpu
+    first, host_before = env.ctr_stats(ctr).cpu, cpu_times()
     time.sleep(3.0)
-    second = env.ctr_stats(ctr).cpu
+    second, host_after = env.ctr_stats(ctr).cpu, cpu_times()
     rate = u64(second, "usage_nano_cores")
     assert rate is not None, "no usage_nano_cores on a container sampled for seconds"
-    assert 0.5e9 <= rate <= 1.1e9, f"busy loop at {rate / 1e9:.2f} cores"
+    idle = host_idle_cores(host_before, host_after)
+    print(f"busy loop at {rate / 1e9:.2f} cores; the host had {idle:.2f} idle cores")
+    assert rate <= 1.1e9, f"one busy loop at {rate / 1e9:.2f} cores"
+    assert rate >= 0.5e9 or idle < 0.2, f"busy loop at {rate / 1e9:.2f} cores, {idle:.2f} idle"
     used = u64(second, "usage_core_nano_seconds") - u64(first, "usage_core_nano_seconds")
     own = used * 1e9 / (second.timestamp - first.timestamp)
-    assert abs(rate - own) <= 0.15 * own, (rate, own)
+    assert abs(rate - own) <= 0.3 * own, f"{rate / 1e9:.2f} cores, own {own / 1e9:.2f}"
     assert first.timestamp > 0 and second.timestamp > first.timestamp
     pod_cpu = env.pod_stats(pod).linux.cpu
-    assert 0.5e9 <= (u64(pod_cpu, "usage_nano_cores") or 0) <= 1.2e9
+    pod_rate = u64(pod_cpu, "usage_nano_cores") or 0
+    assert 0.5 * rate <= pod_rate <= 1.2e9, f"pod {pod_rate / 1e9:.2f}, loop {rate / 1e9:.2f}"
     assert u64(pod_cpu, "usage_core_nano_seconds") >= u64(second, "usage_core_nano_seconds")
+
+
+def test_a_new_container_is_read_at_once_and_has_a_rate_a_second_later(
+    env: StatsEnv, busybox: str
+) -> None:
+    """Lists serve the figures of the last collection round; a container that round has
+    not seen is read during the call, and read again once its CPU figure can have a rate."""
+    pod = env.pod()
+    ctr = env.container(pod, busybox, ["sleep", "100000"])
+    first = env.list_ctr_stats(id=ctr)
+    assert len(first) == 1 and first[0].cpu.timestamp > 0 and first[0].memory.timestamp > 0
+    time.sleep(1.05)
+    again = env.list_ctr_stats(id=ctr)[0].cpu
+    assert again.HasField("usage_nano_cores") and again.timestamp > first[0].cpu.timestamp
 
 
 # ---- memory ---------------------------------------------------------------------------
