@@ -244,6 +244,19 @@ def test_id_mapped_bind_mounts(env: ContainerEnv, image: str, tmp_path: Path) ->
     assert status.host_path == str(volume)
 
 
+def test_image_volumes_show_their_owners_inside(env: ContainerEnv, image: str) -> None:
+    """An image volume's overlay stacks ID-mapped layers too (an overlay cannot be mapped)."""
+    pod = run_pod(env)
+    volume = pb.Mount(container_path="/mnt/img", image=pb.ImageSpec(image=image),
+                      readonly=True, uidMappings=mappings(HOST_UID),
+                      gidMappings=mappings(HOST_GID))  # fmt: skip
+    ctr = env.run(pod, image, ["sleep", "1000"], linux=in_pod_userns(), mounts=[volume])
+    got = env.sh(ctr, "stat -c '%u:%g' /mnt/img/bin/busybox /mnt/img/data/owned")
+    assert got.split() == ["0:0", "1000:1000"]
+    assert env.sh(ctr, "cat /mnt/img/data/rootfile") == "root's\n"
+    assert [m for m in env.mounts() if "/idmap/" in m] == []
+
+
 def test_a_filesystem_without_idmap_support_is_a_failed_precondition(
     env: ContainerEnv, image: str, tmp_path: Path
 ) -> None:
