@@ -32,6 +32,7 @@ class Connection:
         thread_name: str = "nri-mux",
     ) -> None:
         self._on_close = on_close
+        self.busy_at_close = False  # a call was waiting for its answer when it ended
         self.client = Client(lambda data: self.mux.send(client_conn, data))
         self.server = Server(lambda data: self.mux.send(server_conn, data), handlers, _thread)
         self.mux = Mux(sock, {client_conn: self.client.receive, server_conn: self.server.receive},
@@ -52,5 +53,6 @@ class Connection:
         return self.mux.reason
 
     def _closed(self, reason: str) -> None:
+        self.busy_at_close = self.client.busy
         self.client.close(reason)
         self._on_close(reason)

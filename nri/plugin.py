@@ -143,6 +143,11 @@ class Plugin:
     def closed(self) -> bool:
         return bool(self.closed_reason)
 
+    @property
+    def hung_up(self) -> bool:
+        """Whether the plugin ended the connection itself."""
+        return self.closed_reason.startswith("connection closed by the plugin")
+
     def subscribed(self, event: int) -> bool:
         return bool(self.events & events.bit(event))
 

@@ -150,7 +150,8 @@ class NRIRuntime:
         with self._lock:
             if plugin in self._plugins:
                 self._plugins.remove(plugin)
-        if self._closing:
+        quiet = (plugin.process is None and plugin.hung_up and not plugin.conn.busy_at_close)
+        if self._closing or quiet:  # shutting down, or it left between calls
             log.info("NRI plugin disconnected", extra={"plugin": plugin.name, "reason": reason})
         else:
             log.warning("NRI plugin dropped", extra={"plugin": plugin.name, "reason": reason,

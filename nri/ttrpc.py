@@ -152,6 +152,12 @@ class Client:
             raise CallFailed(resp.status.code, resp.status.message)
         return resp.payload
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call is waiting for its answer."""
+        with self._lock:
+            return bool(self._pending)
+
     def receive(self, data: bytes) -> None:
         for msg in self._reader.feed(data):
             if msg.type != RESPONSE:

@@ -5,7 +5,8 @@ registries.conf mirrors registry.k8s.io, k8s.gcr.io and gcr.io to a loopback reg
 holding stand-ins for critest's images (tests/support/critest_images.py). Every spec
 must pass, fail on the expected-failure list, or be skipped for a recorded reason
 (tests/expected-failures.yaml); see tests/support/critest.py for the rules. The
-Streaming specs run a second time over WebSocket (critest's default is SPDY).
+Streaming specs run a second time over WebSocket (critest's default is SPDY). The NRI
+specs connect to the daemon's NRI socket as plugins (``-nri-socket``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def run_and_judge(registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixt
         try:
             env.peapod.registries_conf.write_text(images.registries_conf())
             env.peapod.start()
+            # critest's NRI specs act as plugins on the daemon's NRI socket.
             args = [*critest.endpoint_args(env.peapod.socket, config), *extra,
+                    f"-nri-socket={env.peapod.runroot / 'nri.sock'}",
                     f"-ginkgo.json-report={report_path}", f"-ginkgo.timeout={int(TIMEOUT)}s"]
             started = time.monotonic()
             code = critest.run(args, log, TIMEOUT + 60, {"TMPDIR": str(scratch)})

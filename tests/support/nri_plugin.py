@@ -14,7 +14,8 @@ per call), ``control`` (a directory of marker files read at each call:
 ``fail-<Method>`` answers with an error (the file's text), ``sleep-<Method>`` sleeps
 that many seconds first, ``crash-<Method>`` exits the process without answering),
 ``update_on_create`` (ask, in CreateContainer, for a cpuset update of the container
-with that id) and ``evict_on_create`` (evict that container).
+with that id: ``update_cpuset``), ``evict_on_create`` (evict that container) and
+``adjust`` (any ContainerAdjustment, as protobuf JSON, merged into the answer).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from google.protobuf import json_format
 
 from api import nri_pb2, ttrpc_pb2
 
@@ -206,6 +209,8 @@ class TestPlugin:
             update.linux.resources.cpu.cpus = s.get("update_cpuset", "0")
         if s.get("evict_on_create"):
             out.evict.add(container_id=s["evict_on_create"], reason="test plugin evicts")
+        if s.get("adjust"):
+            json_format.ParseDict(s["adjust"], out.adjust)
         return out
 
     def run(self) -> int:
