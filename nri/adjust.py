@@ -153,12 +153,18 @@ class SpecAdjuster:
             key, remove = removal(kv.key)
             if not key or "=" in key:
                 raise Invalid(f"environment variable name {key!r}")
-            env[:] = [e for e in env if e.split("=", 1)[0] != key]
+            at = next((i for i, e in enumerate(env) if e.split("=", 1)[0] == key), None)
             if remove:
                 self.owners.clear(self.ctr_id, "Env", plugin, key)
+                env[:] = [e for e in env if e.split("=", 1)[0] != key]
             else:
                 self.owners.claim(self.ctr_id, "Env", plugin, key)
-                env.append(f"{key}={kv.value}")
+                if at is None:
+                    env.append(f"{key}={kv.value}")
+                else:  # in its place, once
+                    env[:] = [e for i, e in enumerate(env)
+                              if i == at or e.split("=", 1)[0] != key]
+                    env[at] = f"{key}={kv.value}"
 
     def _args(self, adj: nri_pb2.ContainerAdjustment, plugin: str) -> None:
         if not adj.args:
