@@ -392,15 +392,71 @@ def ready_pods_without_web(node: Node) -> bool:
                 and "running" in s["initpod"].get("main", {}).get("state", {}))
 
 
-def test_stats_summary(node: Node) -> None:
-    """/stats/summary lists the pods once stats exist (issue 13); until then it fails with
-    an error the expected-failure list names."""
+def summary_containers(node: Node) -> dict[tuple[str, str], dict[str, Any]]:
+    """The kubelet's /stats/summary (read-only port): each container by (pod, name)."""
     status, body = node.kubelet.read_only("/stats/summary")
-    if status == 200:
-        names = {p["podRef"]["name"] for p in json.loads(body)["pods"]}
-        assert f"probes-{NODE}" in names, names
-    else:
-        assert any(e.pattern.search(body.decode()) for e in load_expected()), (status, body)
+    assert status == 200, (status, body[:2000])
+    return {(p["podRef"]["name"].removesuffix(f"-{NODE}"), c["name"]): c
+            for p in json.loads(body)["pods"] for c in p.get("containers", [])}
+
+
+def running_containers(node: Node) -> dict[tuple[str, str], str]:
+    """peapod's running containers: (pod manifest name, container name) -> id."""
+    by_pod = {p["id"]: name for name, p in node.runtime_pods().items()}
+    return {(by_pod[c["podSandboxId"]], c["metadata"]["name"]): c["id"]
+            for c in node.runtime_containers()
+            if c["state"] == "CONTAINER_RUNNING" and c["podSandboxId"] in by_pod}
+
+
+def with_figures(c: dict[str, Any]) -> bool:
+    cpu, mem, rootfs = c.get("cpu", {}), c.get("memory", {}), c.get("rootfs", {})
+    return ("usageCoreNanoSeconds" in cpu and "usageNanoCores" in cpu
+            and "workingSetBytes" in mem and "usedBytes" in rootfs and "inodesUsed" in rootfs)
+
+
+def test_stats_summary_shows_peapods_figures(node: Node) -> None:
+    """Every running container is in /stats/summary with CPU (cumulative and cores),
+    memory working set and rootfs (writable layer) figures, and they are peapod's: the
+    kubelet's reading of ListContainerStats equals peapod's answer of the same round
+    (peapod's lists serve the figures of its last collection round, so a crictl stats
+    right after the summary gets the same sample, or a later one; retried until same)."""
+    def all_there() -> dict[tuple[str, str], dict[str, Any]] | None:
+        summary, running = summary_containers(node), running_containers(node)
+        missing = [k for k in running if k not in summary or not with_figures(summary[k])]
+        return summary if running and not missing else None
+
+    wait_for("every running container in /stats/summary with its figures", all_there, 90)
+    stable = [k for k in STABLE if k in running_containers(node)]
+    assert len(stable) >= 3, stable
+
+    def same_round() -> dict[str, Any] | None:
+        summary = summary_containers(node)
+        ids = running_containers(node)
+        ours = {s["attributes"]["id"]: s for s in node.crictl_json("stats")["stats"]}
+        for key in stable:
+            theirs, mine = summary[key], ours[ids[key]]
+            second = int(datetime.fromisoformat(theirs["cpu"]["time"]).timestamp())
+            if second != int(mine["cpu"]["timestamp"]) // 10**9:  # the summary keeps seconds
+                return None  # a collection round came between the two reads
+            assert theirs["cpu"]["usageCoreNanoSeconds"] == int(
+                mine["cpu"]["usageCoreNanoSeconds"]["value"]), key
+            assert theirs["cpu"]["usageNanoCores"] == int(
+                mine["cpu"]["usageNanoCores"]["value"]), key
+            assert theirs["memory"]["workingSetBytes"] == int(
+                mine["memory"]["workingSetBytes"]["value"]), key
+            assert theirs["rootfs"]["usedBytes"] == int(
+                mine["writableLayer"]["usedBytes"]["value"]), key
+            assert theirs["rootfs"]["inodesUsed"] == int(
+                mine["writableLayer"]["inodesUsed"]["value"]), key
+            assert theirs["memory"]["workingSetBytes"] > 0, key
+        return summary
+
+    summary = wait_for("a summary and a crictl stats of the same round", same_round, 60)
+    for key in stable:
+        c = summary[key]
+        print(f"{key}: cpu {c['cpu']['usageNanoCores']} n-cores, working set "
+              f"{c['memory']['workingSetBytes']} B, rootfs {c['rootfs']['usedBytes']} B / "
+              f"{c['rootfs']['inodesUsed']} inodes")
 
 
 def test_removing_every_manifest_gives_the_host_back(node: Node) -> None:
