@@ -81,7 +81,11 @@ class StatsCollector:
                 early_pending = False
 
     def _round(self, only_new: bool) -> None:
+        start = time.perf_counter()
         try:
             self.run_round(only_new=only_new)
         except Exception:
             log.exception("stats collection round failed")
+            return
+        log.debug("stats round done", extra={
+            "seconds": round(time.perf_counter() - start, 4), "only_new": only_new})  # fmt: skip
