@@ -165,6 +165,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.nri_plugin_latency = Histogram(
+            "peapod_nri_plugin_duration_seconds",
+            "Time of one call to an NRI plugin, answered or not, by plugin (<index>-<name>) and "
+            "method (RunPodSandbox, CreateContainer, Synchronize...).",
+            ["plugin", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.nri_plugins_dropped = Counter(
+            "peapod_nri_plugins_dropped",
+            "NRI plugins disconnected by peapod or lost: timed out, broke the protocol, asked "
+            "for what peapod cannot honour, or hung up in the middle of a call.",
+            registry=r,
+        )
         self.resources_late = Counter(
             "peapod_resources_late",
             "RunPodSandbox and CreateContainer work that outlived its caller's deadline, by "
@@ -285,6 +299,19 @@ class CniPluginMetrics:
 
     def plugin_ran(self, plugin: str, command: str, seconds: float) -> None:
         self._m.cni_plugin_latency.labels(plugin, command).observe(seconds)
+
+
+class NRIMetrics:
+    """What the NRI runtime reports about plugin calls, turned into metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def call_finished(self, plugin: str, method: str, seconds: float) -> None:
+        self._m.nri_plugin_latency.labels(plugin, method).observe(seconds)
+
+    def plugin_dropped(self, plugin: str) -> None:
+        self._m.nri_plugins_dropped.inc()
 
 
 class StreamingMetrics:

@@ -28,6 +28,7 @@ from cri.metrics import (
     ContainerMetrics,
     LateWorkMetrics,
     Metrics,
+    NRIMetrics,
     PodNetworkObserver,
     PullObserver,
     StreamingMetrics,
@@ -35,6 +36,7 @@ from cri.metrics import (
     track_pods,
 )
 from cri.streaming.server import StreamServer
+from nri.runtime import NRIObserver
 from nri.service import NRIService
 from nri.settings import NRISettings
 from oci.container.events import LifecycleEvent, LifecyclePublisher
@@ -94,7 +96,8 @@ class Services:
                                    StreamingMetrics(self.metrics))  # fmt: skip
         self.events: EventBus[LifecycleEvent] = events_bus(config, self.pods, self.containers)
         self.liveness = LivenessProbe([self.containers.probe_monitors, self.pods.probe_infras])
-        self.nri = nri_service(config, self.pods, self.containers)  # None: NRI is off
+        self.nri = nri_service(config, self.pods, self.containers,
+                               NRIMetrics(self.metrics))  # None: NRI is off
         self.stats = stats_service(config, self.containers, self.pods)
         self.stats_collector = StatsCollector(self.stats, config.stats.collection_period)
         self.pod_metrics = PodMetricsService(
@@ -134,8 +137,8 @@ class Services:
         self.db.close()
 
 
-def nri_service(config: Config, pods: PodManager,
-                containers: ContainerManager) -> NRIService | None:
+def nri_service(config: Config, pods: PodManager, containers: ContainerManager,
+                observer: NRIObserver | None = None) -> NRIService | None:
     """NRI plugins hooked into the pods and containers; None if ``nri.enable`` is off."""
     nri = config.nri
     if not nri.enable:
@@ -150,7 +153,7 @@ def nri_service(config: Config, pods: PodManager,
         fail_on_timeout=nri.on_timeout == "fail",
         runtime_version=__version__,
     )
-    return NRIService(settings, pods, containers)
+    return NRIService(settings, pods, containers, observer)
 
 
 def image_service(config: Config, db: Database, observer: PullObserver) -> ImageService:

@@ -12,7 +12,6 @@ stopped) and RemoveContainer only log errors.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -52,8 +51,7 @@ class ContainerEvents:
         validators = rt.targets(events.VALIDATE)
         if not targets and not validators:
             return spec
-        pod = rt.pod(rec.sandbox_id)
-        spec = copy.deepcopy(spec)
+        pod = rt.pod(rec.sandbox_id)  # the build's own spec: changed in place
         annotations = dict(rec.annotations)
         owners = Owners()
         adjuster = SpecAdjuster(rec.id, spec, annotations, owners, rt.node)

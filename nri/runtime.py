@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -51,12 +52,29 @@ UPDATE_TIMEOUT = 30.0  # seconds one plugin-requested update or eviction may tak
 EVENT_WORKERS = 4  # threads delivering events nobody waits for (exits, clean-ups)
 
 
+class NRIObserver(Protocol):
+    """Receives what happens to plugin calls (the daemon turns it into metrics)."""
+
+    def call_finished(self, plugin: str, method: str, seconds: float) -> None: ...
+
+    def plugin_dropped(self, plugin: str) -> None: ...
+
+
+class _NoObserver:
+    def call_finished(self, plugin: str, method: str, seconds: float) -> None:
+        pass
+
+    def plugin_dropped(self, plugin: str) -> None:
+        pass
+
+
 class NRIRuntime:
     """Every plugin of the daemon, and the calls to them."""
 
     def __init__(self, settings: NRISettings, pods: PodManager, containers: ContainerManager,
-                 node: NodeSupport) -> None:
+                 node: NodeSupport, observer: NRIObserver | None = None) -> None:
         self.settings = settings
+        self.observer: NRIObserver = observer or _NoObserver()
         self.pods = pods
         self.containers = containers
         self.node = node
@@ -126,6 +144,7 @@ class NRIRuntime:
                     return
                 self._plugins.append(plugin)
                 self._plugins.sort(key=lambda p: (p.idx, p.base))
+        started = time.monotonic()
         try:
             updates = synchronize(plugin, [pod_message(p) for p in pods],
                                   [container_message(c, self.spec(c)) for c in ctrs],
@@ -135,6 +154,8 @@ class NRIRuntime:
             return
         except PluginGone:
             return
+        finally:
+            self.observer.call_finished(plugin.name, "Synchronize", time.monotonic() - started)
         plugin.mark_ready()
         log.info("NRI plugin synchronized", extra={
             "plugin": plugin.name, "kind": plugin.kind, "pods": len(pods),
@@ -156,6 +177,7 @@ class NRIRuntime:
         else:
             log.warning("NRI plugin dropped", extra={"plugin": plugin.name, "reason": reason,
                                                      "pid": plugin.pid})
+            self.observer.plugin_dropped(plugin.name)
 
     # ---- calling ---------------------------------------------------------------
     def targets(self, event: int) -> list[Plugin]:
@@ -177,6 +199,7 @@ class NRIRuntime:
         PluginRefused if it answered with an error; DeadlineExceeded if it timed out and
         timeouts fail calls.
         """
+        started = time.monotonic()
         try:
             return plugin.event(event, req, resp_type, self.settings.request_timeout, pod, ctr)
         except PluginTimedOut:
@@ -187,6 +210,9 @@ class NRIRuntime:
             return None
         except PluginGone:
             return None
+        finally:
+            self.observer.call_finished(plugin.name, events.METHODS[event],
+                                        time.monotonic() - started)
 
     def refusable(self, plugin: Plugin, event: int, req: Message, resp_type: type[R],
                   pod: nri_pb2.PodSandbox, ctr: nri_pb2.Container | None = None) -> R | None:

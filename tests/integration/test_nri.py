@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.daemon import metric_value
 from support.images import StandardImages
 from support.nri_env import REQUEST_TIMEOUT, NRIEnv
 from support.registry import Registry
@@ -126,6 +127,9 @@ def test_events_arrive_in_order_once_each(env: NRIEnv, busybox: str) -> None:
                                               "RemovePodSandbox"]
     created = next(e for e in plugin.entries() if e["event"] == "CreateContainer")
     assert created["container_name"] == "c" and created["pod_name"] == cfg.metadata.name
+    calls = metric_value(env.peapod.metrics_text(), "peapod_nri_plugin_duration_seconds_count",
+                         {"plugin": "10-test", "method": "CreateContainer"})
+    assert calls == 2
 
 
 def test_update_container_resources_reaches_plugins(env: NRIEnv, busybox: str) -> None:
@@ -261,6 +265,10 @@ def test_adjustment_peapod_cannot_honour_drops_the_plugin(env: NRIEnv, busybox: 
 
 def test_plugin_sleeping_past_the_timeout_is_disconnected_and_the_call_proceeds(
         env: NRIEnv, busybox: str) -> None:
+    def dropped() -> float:
+        return metric_value(env.peapod.metrics_text(), "peapod_nri_plugins_dropped_total")
+
+    dropped_before = dropped()
     plugin = env.plugin(env={"FROM_SLOW": "1"})
     pod = env.pod()
     plugin.marker("sleep", "CreateContainer", "30")
@@ -271,6 +279,7 @@ def test_plugin_sleeping_past_the_timeout_is_disconnected_and_the_call_proceeds(
     env.wait_plugin("10-test", present=False)
     assert log_has(env, "NRI plugin dropped", "plugin=10-test",
                    f"did not answer CreateContainer within {REQUEST_TIMEOUT:g} s")
+    assert dropped() == dropped_before + 1
     env.start(ctr)
     assert env.sh(ctr, "echo ${FROM_SLOW:-unset}") == "unset\n"
 
