@@ -121,6 +121,7 @@ def test_the_installed_daemon_serves_version(installed: Installed) -> None:
         "metrics": {"address": ""}, "network": {"network_dir": str(base / "net.d")},
         "image": {"registries_conf": str(base / "registries.conf"),
                   "registries_conf_dir": str(base / "registries.conf.d")},
+        "nri": {"socket_path": str(base / "run" / "nri.sock"), "plugin_dirs": []},
     }))  # fmt: skip
     log = (base / "peapod.log").open("wb")
     proc = subprocess.Popen(
