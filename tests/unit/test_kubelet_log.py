@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from support.kubelet_log import (
     EXPECTED_FAILURES,
     AlreadyRemoved,
@@ -81,8 +83,23 @@ def test_removed_containers_from_peapods_text_log() -> None:
 
 
 def test_the_kubelet_section_of_the_list_loads() -> None:
+    """The real list's section loads (it may be empty: it only shrinks)."""
     entries = load_expected(EXPECTED_FAILURES)
-    assert entries and all(e.issue in (12, 13) and e.feature for e in entries)
+    assert isinstance(entries, list)
+    assert all(e.issue in (12, 13) and e.feature for e in entries)
+
+
+def test_load_expected_reads_entries_and_refuses_malformed_ones(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("kubelet:\n  - match: 'code = Unimplemented'\n"
+                    "    feature: ListContainerStats\n    issue: 13\n")
+    assert load_expected(good) == [Expected("code = Unimplemented", "ListContainerStats", 13)]
+    for bad in ("critest: []\n", "kubelet:\n  - match: x\n",
+                "kubelet:\n  - {match: x, feature: y, why: z}\n"):
+        path = tmp_path / "bad.yaml"
+        path.write_text(bad)
+        with pytest.raises(ValueError):
+            load_expected(path)
 
 
 def test_tally_counts_lines_by_source_message_and_code() -> None:
