@@ -239,8 +239,8 @@ class Plugin:
         return nri_pb2.Empty().SerializeToString()
 
     def _update_containers(self, payload: bytes) -> bytes:
-        if not self.ready.is_set():
-            raise CallFailed(INVALID_ARGUMENT, "UpdateContainers before synchronization ended")
+        if not self.base or self._register_error:
+            raise CallFailed(INVALID_ARGUMENT, "UpdateContainers before registration")
         try:
             req = nri_pb2.UpdateContainersRequest.FromString(payload)
         except DecodeError as exc:

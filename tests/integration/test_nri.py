@@ -162,6 +162,25 @@ def test_plugin_updates_and_evicts_other_containers(env: NRIEnv, busybox: str) -
     assert log_has(env, "NRI plugin evicts a container", second)
 
 
+def test_plugin_updates_and_evicts_unasked(env: NRIEnv, busybox: str) -> None:
+    pod = env.pod()
+    first = env.create(pod, busybox, SLEEP, name="first")
+    env.start(first)
+    second = env.create(pod, busybox, SLEEP, name="second")
+    env.start(second)
+    plugin = env.plugin(update_after_sync=first, update_cpuset="0", evict_after_sync=second)
+    wait_for("the UpdateContainers answer",
+             lambda: "UpdateContainers-answered" in plugin.events())
+    answer = next(e for e in plugin.entries() if e["event"] == "UpdateContainers-answered")
+    assert answer["code"] == 0 and answer["failed"] == []
+    assert env.sh(first, "grep Cpus_allowed_list /proc/self/status").split()[-1] == "0"
+    states = {c.id: c.state for c in env.containers()}
+    assert states == {first: pb.CONTAINER_RUNNING, second: pb.CONTAINER_EXITED}
+    # The evicted container's StopContainer reached the plugin too.
+    wait_for("StopContainer of the evicted container",
+             lambda: "StopContainer" in plugin.events(container_id=second))
+
+
 # ---- refusals roll back -----------------------------------------------------------------
 
 

@@ -14,8 +14,10 @@ per call), ``control`` (a directory of marker files read at each call:
 ``fail-<Method>`` answers with an error (the file's text), ``sleep-<Method>`` sleeps
 that many seconds first, ``crash-<Method>`` exits the process without answering),
 ``update_on_create`` (ask, in CreateContainer, for a cpuset update of the container
-with that id: ``update_cpuset``), ``evict_on_create`` (evict that container) and
-``adjust`` (any ContainerAdjustment, as protobuf JSON, merged into the answer).
+with that id: ``update_cpuset``), ``evict_on_create`` (evict that container),
+``update_after_sync`` and ``evict_after_sync`` (the same, unasked, with UpdateContainers
+once synchronized; the answer is logged) and ``adjust`` (any ContainerAdjustment, as
+protobuf JSON, merged into the answer).
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ class TestPlugin:
                 mask |= 1 << (EVENT_NUMBER[name] - 1)
             return nri_pb2.ConfigureResponse(events=mask)
         if method == "Synchronize":
+            if not msg.more and (s.get("update_after_sync") or s.get("evict_after_sync")):
+                threading.Thread(target=self.update_unasked, daemon=True).start()
             return nri_pb2.SynchronizeResponse(more=msg.more)
         if method == "CreateContainer":
             return self.adjust()
@@ -212,6 +216,24 @@ class TestPlugin:
         if s.get("adjust"):
             json_format.ParseDict(s["adjust"], out.adjust)
         return out
+
+    def update_unasked(self) -> None:
+        """UpdateContainers on our own, shortly after Synchronize was answered."""
+        time.sleep(0.2)
+        s = self.settings
+        req = nri_pb2.UpdateContainersRequest()
+        if s.get("update_after_sync"):
+            update = req.update.add(container_id=s["update_after_sync"])
+            update.linux.resources.cpu.cpus = s.get("update_cpuset", "0")
+        if s.get("evict_after_sync"):
+            req.evict.add(container_id=s["evict_after_sync"], reason="test plugin evicts")
+        resp = self.call("UpdateContainers", req)
+        failed = []
+        if not resp.status.code:
+            failed = [u.container_id for u in
+                      nri_pb2.UpdateContainersResponse.FromString(resp.payload).failed]
+        self.log({"event": "UpdateContainers-answered", "code": resp.status.code,
+                  "failed": failed})
 
     def run(self) -> int:
         threading.Thread(target=self.reader, daemon=True).start()
