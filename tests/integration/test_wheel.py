@@ -29,7 +29,7 @@ from support.daemon import REPO
 from api import api_pb2 as pb
 from api import api_pb2_grpc
 
-PACKAGE_DIRS = ("api", "base", "cri", "sandbox", "conmon", "cni", "oci")
+PACKAGE_DIRS = ("api", "base", "cri", "nri", "sandbox", "conmon", "cni", "oci")
 
 
 class Installed:
