@@ -7,8 +7,9 @@ count as such.
 
 A walk visits at most the budget's worth of directory entries per step and can be
 resumed where it stopped, so one huge layer never holds up the others: ``LayerUsages``
-spends one budget per round over all containers, starting each round after the last
-container it reached. A container's figure is that of its last complete walk; until
+spends one budget per round over all containers, starting each full round after the
+last container the previous full round reached (early rounds over new layers only do
+not move that place). A container's figure is that of its last complete walk; until
 its first walk completes, the figure counted so far (a lower bound that grows each
 round). Files changed while a walk runs are counted as the walk finds them.
 """
@@ -124,20 +125,25 @@ class LayerUsages:
                     del table[gone]
             known = set(self._usage)
         order = sorted(c for c in uppers if not (only_new and c in known))
-        start = next((i for i, c in enumerate(order) if c >= self._cursor), 0)
+        # Only full rounds move the cursor: early rounds for new layers would send the
+        # next full round back to the start, and the last layers would never be re-walked.
+        cursor = "" if only_new else self._cursor
+        start = next((i for i, c in enumerate(order) if c >= cursor), 0)
         spent = 0
-        self._cursor = ""
+        cursor = ""
         for ctr_id in order[start:] + order[:start]:
             if spent >= self.budget:
-                self._cursor = ctr_id  # the next round starts here
+                cursor = ctr_id  # the next round starts here
                 break
             with self._lock:
                 walk = self._walks.setdefault(ctr_id, TreeWalk(uppers[ctr_id]))
             spent += walk.step(self.budget - spent, stop)
             if not walk.done:
-                self._cursor = ctr_id  # out of budget within this layer: resume it first
+                cursor = ctr_id  # out of budget within this layer: resume it first
                 break
             with self._lock:
                 self._walks.pop(ctr_id, None)
                 self._usage[ctr_id] = LayerUsage(walk.used_bytes, walk.inodes_used, time.time_ns())
+        if not only_new:
+            self._cursor = cursor
         return spent

@@ -141,6 +141,30 @@ def test_only_new_rounds_and_stopping(tmp_path: Path) -> None:
     assert usages.get("y").used_bytes == 1  # type: ignore[union-attr]
 
 
+
+def test_early_rounds_for_new_layers_do_not_restart_the_full_rounds(tmp_path: Path) -> None:
+    """A full round resumes after the last layer the previous full round reached, even
+    when early rounds (only_new, for containers just created) ran in between: with
+    containers coming all the time the layers late in the order are still walked again."""
+    uppers = {}
+    for name in ("a", "b", "c"):
+        for i in range(10):
+            (tmp_path / name / f"f{i}").parent.mkdir(exist_ok=True)
+            (tmp_path / name / f"f{i}").write_bytes(b"x")
+        uppers[name] = str(tmp_path / name)
+    usages = LayerUsages(budget=10)  # one layer a round
+    for _ in range(3):
+        usages.walk_round(uppers)
+    assert all(usages.get(n).used_bytes == 10 for n in uppers)  # type: ignore[union-attr]
+    (tmp_path / "c/f0").write_bytes(b"x" * 11)
+    for k in range(6):  # a full round, then an early one for a new container, and so on
+        usages.walk_round(uppers)
+        (tmp_path / f"new{k}").mkdir()
+        uppers[f"new{k}"] = str(tmp_path / f"new{k}")
+        usages.walk_round(uppers, only_new=True)
+        assert usages.get(f"new{k}") is not None
+    assert usages.get("c").used_bytes == 20  # type: ignore[union-attr]
+
 # ---- network -------------------------------------------------------------------------
 
 NET_DEV = "\n".join([
