@@ -18,8 +18,10 @@ namespace as the mapping (``sandbox.idmap``):
 An overlay itself cannot be ID-mapped (the kernel refuses), which is why the
 layers are mapped and not the assembled tree. A filesystem that cannot map ids
 fails the create with FAILED_PRECONDITION, and the teardown detaches whatever
-was attached. The bundle is made traversable (0711) because the runtime's init
-reaches the rootfs and mount sources as the pod's root, which is not host root.
+was attached. The bundle and its ``idmap`` dir are made searchable by the pod's root
+group only (0710, group the pod's root gid): the runtime's init reaches the rootfs and
+mount sources as the pod's root, which is not host root, and no other host user may
+reach conmon's FIFOs, the attach socket or the rootfs.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class IdMapper:
         self.staging = bundle / IDMAP
         self.userns_file = userns_file
         self.mappings = mappings
-        os.chmod(bundle, 0o711)
-        self.staging.mkdir(mode=0o711, exist_ok=True)
+        _searchable_by_pod_root(bundle, mappings.root_gid)
+        self.staging.mkdir(mode=0o700, exist_ok=True)
+        _searchable_by_pod_root(self.staging, mappings.root_gid)
 
     def layers(self, lower_dirs: Sequence[Path], name: str) -> list[Path]:
         """ID-mapped copies of ``lower_dirs`` (same order) to stack instead of them."""
@@ -83,6 +86,13 @@ class IdMapper:
             idmapped_clone(source, target, self.userns_file)
             out.append(replace(mount, host_path=str(target)))
         return tuple(out)
+
+
+def _searchable_by_pod_root(path: Path, root_gid: int) -> None:
+    """Let the pod's root group search ``path`` (runc's init in the pod's user namespace
+    reaches the rootfs and the ID-mapped binds through it), and no other host user."""
+    os.chown(path, -1, root_gid)
+    os.chmod(path, 0o710)
 
 
 def check_mounts(mounts: Sequence[Mount], pod: UserNamespaceMappings | None) -> None:

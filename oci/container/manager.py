@@ -201,7 +201,8 @@ class ContainerManager(ExitTracking):
         """Create the state, run, exit, socket and exec directories.
 
         The bundles' directory is searchable by others (not listable): a user-namespaced
-        container's runtime reaches its bundle as the pod's root (``idmapped``).
+        container's runtime reaches its bundle as the pod's root, whose group alone may
+        search that bundle (``idmapped``); other bundles are private.
         """
         s = self.settings
         for d in (s.containers_dir, s.bundles_dir, s.exit_dir, s.socket_dir, s.exec_dir):

@@ -257,6 +257,43 @@ def test_image_volumes_show_their_owners_inside(env: ContainerEnv, image: str) -
     assert [m for m in env.mounts() if "/idmap/" in m] == []
 
 
+def reaches(path: Path, uid: int, gid: int) -> bool:
+    """Whether a process with only ``uid`` and ``gid`` (no capabilities) can stat ``path``."""
+    run = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                          "stat", "-c", "%n", str(path)], capture_output=True)  # fmt: skip
+    return run.returncode == 0
+
+
+BUNDLE_FILES = ("ctl", "winsz", "attach", "pidfile", "conmon-pidfile", "config.json",
+                "rootfs/etc/passwd")  # fmt: skip
+NOBODY = 65534
+
+
+def test_other_host_users_reach_nothing_in_a_running_bundle(env: ContainerEnv, image: str) -> None:
+    """conmon's FIFOs and attach socket, the pidfiles, config.json and the rootfs of a plain
+    and of a user-namespaced container are out of reach of host users; only the pod's root
+    group (runc's init inside the pod's user namespace) may search a userns bundle."""
+    plain_pod = run_pod(env, pb.UserNamespace(mode=pb.NODE))
+    plain = env.run(plain_pod, image, ["sleep", "1000"], tty=True, stdin=True)
+    pod = run_pod(env)
+    own = env.run(pod, image, ["sleep", "1000"], tty=True, stdin=True, linux=in_pod_userns())
+    bundles = env.peapod.runroot / "containers"
+    for ctr in (plain, own):
+        bundle = bundles / ctr
+        for name in BUNDLE_FILES:
+            assert (bundle / name).exists(), name
+            assert not reaches(bundle / name, NOBODY, NOBODY), (ctr == own, name)
+            assert not reaches(bundle / name, HOST_UID + 1, HOST_GID + 1), (ctr == own, name)
+        assert (bundle / "config.json").stat().st_mode & 0o777 == 0o600
+    assert (bundles / plain).stat().st_mode & 0o777 == 0o700
+    got = (bundles / own).stat()
+    assert (got.st_mode & 0o777, got.st_uid, got.st_gid) == (0o710, 0, HOST_GID)
+    assert reaches(bundles / own / "rootfs" / "etc" / "passwd", HOST_UID, HOST_GID)
+    assert not reaches(bundles / plain / "rootfs" / "etc" / "passwd", HOST_UID, HOST_GID)
+    # The container works as before: attach socket and FIFOs in use, the rootfs its own.
+    assert env.sh(own, "id -u; stat -c %u:%g /etc/passwd") == "0\n0:0\n"
+
+
 def test_a_filesystem_without_idmap_support_is_a_failed_precondition(
     env: ContainerEnv, image: str, tmp_path: Path
 ) -> None:
