@@ -144,7 +144,9 @@ class Window:
 def cpu_window(
     caller: Caller, seconds: float, period: float | None, pass_wall: Metric | None = None
 ) -> Window:
-    """CPU over ``seconds``, with a summary pass every ``period`` (None: idle)."""
+    """CPU over ``seconds``, with a summary pass every ``period`` (None: idle). A runtime
+    whose passes take longer than ``period`` runs the same number back to back, and its
+    window lasts until the last one ends (the window's measured length is returned)."""
     daemon, monitors = watched(caller.rt)
     d0, m0 = cpu_now(daemon, monitors)
     t0 = time.monotonic()
