@@ -14,6 +14,7 @@ import grpc
 
 from api import api_pb2 as pb
 from cri.convert import pod_metrics as convert
+from cri.convert.batches import batches
 
 if TYPE_CHECKING:
     from cri.services import Services
@@ -45,9 +46,7 @@ def stream_pod_sandbox_metrics(
 ) -> Iterator[pb.StreamPodSandboxMetricsResponse]:
     """What ListPodSandboxMetrics answers, ``STREAM_BATCH`` pods per message (none for
     no pods)."""
-    pods = d.pod_metrics.list()
-    for start in range(0, len(pods), STREAM_BATCH):
-        batch = pods[start : start + STREAM_BATCH]
+    for batch in batches(d.pod_metrics.list(), STREAM_BATCH):
         yield pb.StreamPodSandboxMetricsResponse(
             pod_sandbox_metrics=[convert.to_pb_pod_metrics(p) for p in batch]
         )

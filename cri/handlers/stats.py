@@ -6,13 +6,14 @@ The Stream forms answer from the same code as the List ones, cut into messages o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 
 from api import api_pb2 as pb
 from cri.call import object_id
+from cri.convert.batches import batches
 from cri.convert.item_cache import ItemCache
 from cri.convert.stats import (
     container_stats_filter,
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from cri.services import Services
 from oci.stats.model import ContainerStats, PodStats
 
-T = TypeVar("T")
 # Converted once per answer object: the service hands out the same object until a
 # figure of that container or pod changes (each collection round).
 _CONTAINERS: ItemCache[ContainerStats, pb.ContainerStats] = ItemCache(to_pb_container_stats)
@@ -61,7 +61,7 @@ def stream_container_stats(
 ) -> Iterator[pb.StreamContainerStatsResponse]:
     """ListContainerStats as a stream of messages of at most ``STREAM_BATCH`` items."""
     items = _container_items(d, pb.ListContainerStatsRequest(filter=req.filter))
-    for part in _batches(items):
+    for part in batches(items, STREAM_BATCH):
         yield pb.StreamContainerStatsResponse(container_stats=part)
 
 
@@ -91,10 +91,5 @@ def stream_pod_sandbox_stats(
 ) -> Iterator[pb.StreamPodSandboxStatsResponse]:
     """ListPodSandboxStats as a stream of messages of at most ``STREAM_BATCH`` items."""
     items = _pod_items(d, pb.ListPodSandboxStatsRequest(filter=req.filter))
-    for part in _batches(items):
+    for part in batches(items, STREAM_BATCH):
         yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=part)
-
-
-def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), STREAM_BATCH):
-        yield items[start : start + STREAM_BATCH]
