@@ -43,12 +43,18 @@ class Listener:
         """Bind and listen; False (and ``problem`` says why) if the socket cannot be used."""
         parent = self.path.parent
         if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True)
+            try:
+                parent.mkdir(mode=0o700, parents=True)
+            except OSError as exc:
+                self.problem = f"cannot make {parent}: {exc.strerror or exc}"
+                log.warning("NRI socket not served", extra={"socket": str(self.path),
+                                                            "error": self.problem})
+                return False
             self._made_dir = True
-        if self._in_use():
-            self.problem = f"{self.path} is served by another process"
-            log.warning("NRI socket in use by another process; external NRI plugins cannot "
-                        "connect to peapod", extra={"socket": str(self.path)})
+        self.problem = self._in_use()
+        if self.problem:
+            log.warning("NRI socket not served; external NRI plugins cannot connect to peapod",
+                        extra={"socket": str(self.path), "error": self.problem})
             return False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -70,26 +76,26 @@ class Listener:
         log.info("NRI socket serving", extra={"socket": str(self.path)})
         return True
 
-    def _in_use(self) -> bool:
-        """Whether a live process serves the path; a stale socket file is removed."""
+    def _in_use(self) -> str:
+        """Why the path cannot be ours ("" if it can); a stale socket file is removed."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
-            return False
+            return ""
         if not stat.S_ISSOCK(st.st_mode):
-            raise FileExistsError(f"{self.path} exists and is not a socket")
+            return f"{self.path} exists and is not a socket"
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(2)
         try:
             probe.connect(str(self.path))
         except (ConnectionRefusedError, FileNotFoundError):
             self.path.unlink(missing_ok=True)
-            return False
-        except OSError:
-            return True
+            return ""
+        except OSError as exc:
+            return f"{self.path} cannot be probed: {exc.strerror or exc}"
         finally:
             probe.close()
-        return True
+        return f"{self.path} is served by another process"
 
     def _accept_loop(self) -> None:
         sock = self._sock
