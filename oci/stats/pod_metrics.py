@@ -5,7 +5,8 @@ namespace but loopback (host-network pods have none: the node's traffic is not t
 pod's), and ``container_last_seen``. Each created or running container gets the
 selected families read from its cgroup, ``/proc`` and writable layer. Everything is
 read when asked (timestamp 0, "live", to the kubelet) except the writable layer's used
-bytes, which come from the background walk and carry its time. A container whose cgroup
+bytes, which come from the background walk and carry its time (layers it has not reached
+are walked in the call, from one budget for the whole call). A container whose cgroup
 vanished mid-read still gets every figure that could be read.
 """
 
@@ -20,7 +21,7 @@ from oci.stats.cgroups import CgroupDirs
 from oci.stats.metric_blkio import disk_io
 from oci.stats.metric_catalog import BY_NAME, POD_CONTAINER, MetricSpec, catalog_for
 from oci.stats.metric_cgroup import NS_PER_S, Reading, cpu, hugetlb, memory, oom, pressure
-from oci.stats.metric_disk import LayerUsageLookup, writable_layer_fs
+from oci.stats.metric_disk import LayerUsageLookup, WalkBudget, writable_layer_fs
 from oci.stats.metric_process import process
 from oci.stats.metric_spec import spec
 from oci.stats.network import InterfaceUsage, read_pods
@@ -92,7 +93,8 @@ class PodMetricsCollector:
         self, pods: Sequence[tuple[PodTarget, Sequence[ContainerTarget]]]
     ) -> list[PodMetricSet]:
         """Samples of each pod (container ``POD``) and of each of its containers; the
-        pods' network namespaces are read in one batch."""
+        pods' network namespaces are read in one batch, and the layers without a figure
+        walked from one ``WalkBudget``."""
         now_s = time.time_ns() // NS_PER_S
         nets: dict[str, list[InterfaceUsage]] = {}
         if "network" in self.families:
@@ -100,25 +102,31 @@ class PodMetricsCollector:
                 pod.id: (pod.netns_path, (*pod.pids, *(c.pid for c in ctrs if c.pid > 0)))
                 for pod, ctrs in pods if pod.netns_path
             })  # fmt: skip
-        return [self._pod(pod, ctrs, nets.get(pod.id, []), now_s) for pod, ctrs in pods]
+        walks = WalkBudget()
+        return [self._pod(pod, ctrs, nets.get(pod.id, []), now_s, walks) for pod, ctrs in pods]
 
     def _pod(self, pod: PodTarget, containers: Sequence[ContainerTarget],
-             net: Sequence[InterfaceUsage], now_s: int) -> PodMetricSet:  # fmt: skip
+             net: Sequence[InterfaceUsage], now_s: int,
+             walks: WalkBudget) -> PodMetricSet:  # fmt: skip
         base = (POD_CONTAINER, pod.id, "", pod.namespace, pod.name)
         own = [self._sample("container_last_seen", base, now_s)]
         own += [self._sample(n, base + extra, v) for n, extra, v in network_readings(net)]
         sets = tuple(
-            ContainerMetricSet(c.id, tuple(self._container(pod, c, now_s))) for c in containers
+            ContainerMetricSet(c.id, tuple(self._container(pod, c, now_s, walks)))
+            for c in containers
         )
         return PodMetricSet(pod.id, tuple(own), sets)
 
-    def _container(self, pod: PodTarget, c: ContainerTarget, now_s: int) -> Iterator[MetricSample]:
+    def _container(self, pod: PodTarget, c: ContainerTarget, now_s: int,
+                   walks: WalkBudget) -> Iterator[MetricSample]:  # fmt: skip
         base = (c.name, c.id, c.image, pod.namespace, pod.name)
         yield self._sample("container_last_seen", base, now_s)
-        for name, extra, value, stamp in self._readings(c):
+        for name, extra, value, stamp in self._readings(c, walks):
             yield self._sample(name, base + extra, value, stamp)
 
-    def _readings(self, c: ContainerTarget) -> Iterator[tuple[str, tuple[str, ...], int, int]]:
+    def _readings(
+        self, c: ContainerTarget, walks: WalkBudget
+    ) -> Iterator[tuple[str, tuple[str, ...], int, int]]:
         fams = self.families
         dirs = c.dirs
         if dirs is not None:
@@ -137,7 +145,7 @@ class PodMetricsCollector:
                     for name, extra, value in _guarded(family, c.id, read):
                         yield name, extra, value, 0
         if "disk" in fams and c.upper_dir:
-            yield from writable_layer_fs(c.id, c.upper_dir, self._layer_usage)
+            yield from writable_layer_fs(c.id, c.upper_dir, self._layer_usage, walks)
 
     @staticmethod
     def _sample(name: str, labels: tuple[str, ...], value: int, stamp: int = 0) -> MetricSample:

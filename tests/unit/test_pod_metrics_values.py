@@ -10,10 +10,12 @@ import os
 import resource
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from oci.stats import metric_disk
 from oci.stats.cgroups import CgroupDirs
 from oci.stats.layers import LayerUsage
 from oci.stats.metric_catalog import BY_NAME, FAMILIES, POD_CONTAINER
@@ -278,3 +280,38 @@ def test_network_skips_loopback_and_labels_by_interface() -> None:
     assert got["container_network_transmit_packets_total", ("eth0",)] == 30
     assert got["container_network_transmit_errors_total", ("eth0",)] == 3
     assert got["container_network_transmit_packets_dropped_total", ("eth0",)] == 4
+
+
+def test_first_walks_of_one_call_share_one_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers no background walk reached are walked in the call from one budget for
+    the whole call (not one per container), so a call with many new containers stays
+    bounded; the first layers in the call still get their figure."""
+    visited = []
+
+    class CountingWalk(metric_disk.TreeWalk):
+        def step(self, budget: int, stop: object = None) -> int:
+            n = super().step(budget)
+            visited.append(n)
+            return n
+
+    monkeypatch.setattr(metric_disk, "TreeWalk", CountingWalk)
+    containers = []
+    for i in range(10):  # 10 layers of 30 directories of 20 files: 630 entries each
+        upper = tmp_path / f"upper{i}"
+        for d in range(30):
+            write(upper / f"d{d}", {f"f{n}": "x" for n in range(20)})
+        containers.append(replace(target(None, upper), id=f"{i}" * 64))
+    got = PodMetricsCollector(frozenset({"disk"}), lambda ctr_id: None).collect(
+        [(POD, containers)])[0]  # fmt: skip
+    budget = metric_disk.CALL_WALK_BUDGET
+    assert budget <= sum(visited) <= budget + 30  # one directory's listing more at most
+    measured = [
+        c.container_id for c in got.containers
+        if any(s.name == "container_fs_usage_bytes" for s in c.samples)
+    ]  # fmt: skip
+    assert measured == [c.id for c in containers[: len(measured)]]
+    assert 1 <= len(measured) < len(containers)
+    usage = next(s for s in got.containers[0].samples if s.name == "container_fs_usage_bytes")
+    assert usage.value == 30 * 20
