@@ -19,6 +19,10 @@ class PodLifecycleObserver(Protocol):
     def pod_stopped(self, rec: SandboxRecord) -> None:
         """A ready pod became not ready: stopped, or its infra process or namespaces died."""
 
+    def pod_kept(self, rec: SandboxRecord) -> None:
+        """A failed build was kept, not ready, for its network teardown to be retried;
+        the pod is visible from now on (until RemovePodSandbox)."""
+
     def pod_removed(self, rec: SandboxRecord) -> None:
         """The pod is gone (RemovePodSandbox); ``rec`` is its last record."""
 
@@ -28,6 +32,9 @@ class NoPodObserver:
         pass
 
     def pod_stopped(self, rec: SandboxRecord) -> None:
+        pass
+
+    def pod_kept(self, rec: SandboxRecord) -> None:
         pass
 
     def pod_removed(self, rec: SandboxRecord) -> None:

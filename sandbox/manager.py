@@ -213,6 +213,7 @@ class PodManager:
                                    self.hooks).run(network, ctx)
                 except KeptPod as kept:
                     self.store.publish(kept.record)
+                    self.lifecycle.pod_kept(kept.record)
                     self._retrier.schedule(pod_id)
                     raise kept.error from None
                 self.lifecycle.pod_started(rec)

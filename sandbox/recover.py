@@ -124,6 +124,7 @@ def _adopt_unfinished(manager: PodManager, rec: SandboxRecord, mounts: dict[str,
     checked, _ = _check(replace(rec, state=NOTREADY), mounts)
     shown = replace(checked, ips=[], pending_network_teardown=True)
     manager.adopt(shown, pending=False)
+    manager.lifecycle.pod_kept(shown)  # visible until taken apart: its removal is an event
     pod_id = rec.id
     manager.retry_in_background(pod_id, lambda: _take_apart(manager, pod_id))
 

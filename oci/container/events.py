@@ -3,12 +3,14 @@
 The kinds are the CRI's: created, started, stopped, deleted. A pod has its own, as in
 CRI-O, with the pod's id as container id: created and started when RunPodSandbox made
 it ready, stopped when it stopped being ready (StopPodSandbox, or its infra process
-or namespaces died), deleted when it was removed.
+or namespaces died), created and stopped when a failed build was kept not ready,
+deleted when it was removed.
 
 Container events come from the container store's change hook: the two records of a
 change say what happened (creating -> created: created; created -> running: started;
 created or running -> exited: stopped, preceded by started when the process had been
-started but its exit was recorded before the start was; the removal of a visible
+started but its exit was recorded before the start was; creating -> exited, a failed
+creation kept for the kubelet to remove: created and stopped; the removal of a visible
 record: deleted). The hook runs after the change is committed and cached, under the
 store's write lock, so container events come in the order the changes were made,
 whoever made them: an rpc, the exit watcher, the liveness probe or start-up recovery
@@ -67,6 +69,8 @@ def container_kinds(old: ContainerRecord | None, new: ContainerRecord | None) ->
         return ()
     if old.state == CREATING and new.state == CREATED:
         return (CONTAINER_CREATED,)
+    if old.state == CREATING and new.state == EXITED:  # kept after a failed creation
+        return (CONTAINER_CREATED, CONTAINER_STOPPED)
     if old.state == CREATED and new.state == RUNNING:
         return (CONTAINER_STARTED,)
     if old.state in (CREATED, RUNNING) and new.state == EXITED:
@@ -117,6 +121,10 @@ class LifecyclePublisher:
         self._publish(rec.id, CONTAINER_STARTED, rec)
 
     def pod_stopped(self, rec: SandboxRecord) -> None:
+        self._publish(rec.id, CONTAINER_STOPPED, rec)
+
+    def pod_kept(self, rec: SandboxRecord) -> None:
+        self._publish(rec.id, CONTAINER_CREATED, rec)
         self._publish(rec.id, CONTAINER_STOPPED, rec)
 
     def pod_removed(self, rec: SandboxRecord) -> None:

@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from support.daemon import metric_value
 from support.pods import PLUGIN_DIR, HostState, PodEnv, pod_env, sh
 
 from api import api_pb2 as pb
+from api import api_pb2_grpc
 from sandbox import procs
 from sandbox.cgroup_layout import detect_layout
 from sandbox.cgroups import hierarchy_roots
@@ -76,6 +78,38 @@ def flaky() -> Iterator[PodEnv]:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+class EventLog:
+    """GetContainerEvents read on a thread, over a channel of its own, from when it is made."""
+
+    def __init__(self, env: PodEnv) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{env.peapod.socket}")
+        stub = api_pb2_grpc.RuntimeServiceStub(self.channel)
+        self.call = stub.GetContainerEvents(pb.GetEventsRequest())
+        self.events: list[tuple[str, int, int]] = []  # (id, event type, pod state)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        text = "peapod_container_events_subscribers"
+        assert procs.wait_until(lambda: metric_value(env.peapod.metrics_text(), text) >= 1, 10,
+                                interval=0.05)
+
+    def _read(self) -> None:
+        try:
+            for ev in self.call:
+                self.events.append((ev.container_id, ev.container_event_type,
+                                    ev.pod_sandbox_status.state))  # fmt: skip
+        except grpc.RpcError:
+            pass  # cancelled by close()
+
+    def of(self, pod_id: str) -> list[tuple[int, int]]:
+        return [(kind, state) for ctr, kind, state in self.events if ctr == pod_id]
+
+    def close(self) -> None:
+        self.call.cancel()
+        self._thread.join(5)
+        self.channel.close()
+
 
 
 def nsenter(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -133,7 +167,11 @@ def test_two_pods_get_distinct_ips_and_reach_each_other_and_the_host(env: PodEnv
     assert ping.returncode == 0, ping.stdout + ping.stderr
     addrs = nsenter(f"--net={netns_a}", "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
     assert f"{ip_a}/24" in addrs
+    # lo is up with its address, though no loopback plugin ran: the namespace came that way
     assert "UP" in nsenter(f"--net={netns_a}", "ip", "link", "show", "lo").stdout
+    lo_addrs = nsenter(f"--net={netns_a}", "ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
+    assert "127.0.0.1/8" in lo_addrs
+    assert [c["network"] for c in env.info(a)["cni"]] == [env.netname]
 
 
 def test_host_port_reaches_a_server_in_the_pod(env: PodEnv, tmp_path: Path) -> None:
@@ -346,8 +384,8 @@ def test_status_verbose_list_filters_and_metrics(env: PodEnv) -> None:
     assert st.created_at > 0 and resp.timestamp >= st.created_at
     info = json.loads(resp.info["info"])
     assert info["netns"].endswith(f"{a}/ns/net") and info["infraPid"]
-    assert [c["network"] for c in info["cni"]] == ["peapod-loopback", env.netname]
-    assert info["cni"][1]["result"]["ips"][0]["address"].startswith(st.network.ip + "/")
+    assert [c["network"] for c in info["cni"]] == [env.netname]
+    assert info["cni"][0]["result"]["ips"][0]["address"].startswith(st.network.ip + "/")
     ids = lambda **f: sorted(p.id for p in env.list(pb.PodSandboxFilter(**f)))  # noqa: E731
     assert ids() == sorted([a, b])
     assert ids(id=a[:10]) == [a]
@@ -449,6 +487,7 @@ def test_failed_add_whose_rollback_del_fails_keeps_the_pod_until_del_works(
     flaky.marker("fail-add")
     flaky.marker("fail-del")
     config = flaky.config("unrolled")
+    events = EventLog(flaky)
     err = code_of(lambda: flaky.run(config))
     assert err.code() == grpc.StatusCode.INTERNAL
     assert "forced failure" in err.details() and "kept NOTREADY" in err.details()
@@ -457,13 +496,22 @@ def test_failed_add_whose_rollback_del_fails_keeps_the_pod_until_del_works(
     assert kept.state == pb.SANDBOX_NOTREADY
     info = flaky.info(kept.id)
     assert info["pendingNetworkTeardown"] is True and Path(info["netns"]).exists()
-    assert [a["ifname"] for a in info["cni"]] == ["lo", "eth0"]
+    assert [a["ifname"] for a in info["cni"]] == ["eth0"]
     flaky.unmark("fail-add")
     flaky.unmark("fail-del")
     assert procs.wait_until(lambda: not flaky.info(kept.id)["pendingNetworkTeardown"], 15)
     flaky.remove(kept.id)
     assert flaky.leases() == [] and flaky.mounts() == [] and flaky.firewall_lines() == []
     assert flaky.db_rows() == []
+    # The kubelet saw the kept pod created and stopped (never started) before its removal.
+    notready = pb.SANDBOX_NOTREADY
+    try:
+        assert procs.wait_until(lambda: len(events.of(kept.id)) >= 3, 10, 0.05), events.events
+        assert events.of(kept.id) == [(pb.CONTAINER_CREATED_EVENT, notready),
+                                      (pb.CONTAINER_STOPPED_EVENT, notready),
+                                      (pb.CONTAINER_DELETED_EVENT, notready)]  # fmt: skip
+    finally:
+        events.close()
 
 
 def test_failed_del_is_retried_in_the_background(flaky: PodEnv) -> None:

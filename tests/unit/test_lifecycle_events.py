@@ -58,7 +58,9 @@ def pod(state: str = READY) -> SandboxRecord:
          (CONTAINER_STARTED, CONTAINER_STOPPED)),
         (ctr("a", CREATED, started_at=5), ctr("a", EXITED, started_at=5, reason="StartError"),
          (CONTAINER_STOPPED,)),
-        (ctr("a", CREATING), ctr("a", EXITED, reason="CreateError"), ()),
+        # a failed creation whose cleanup failed is kept, exited, for the kubelet to remove
+        (ctr("a", CREATING), ctr("a", EXITED, reason="CreateError"),
+         (CONTAINER_CREATED, CONTAINER_STOPPED)),
         (ctr("a", EXITED), None, (CONTAINER_DELETED,)),
         (ctr("a", CREATING), None, ()),  # a rolled-back creation
     ],
@@ -145,3 +147,32 @@ def test_no_event_for_a_container_whose_pod_is_unknown(setup: tuple) -> None:
     store.insert(ctr("c"))
     store.update("c", lambda c: replace(c, state=CREATED))
     assert sub.next(timeout=0) is None
+
+
+def events_of(sub: object) -> list[tuple[str, str]]:
+    out = []
+    while (ev := sub.next(timeout=0)) is not None:  # type: ignore[attr-defined]
+        out.append((ev.container_id, ev.kind))
+    return out
+
+
+def test_a_container_kept_after_a_failed_create_is_created_then_stopped(setup: tuple) -> None:
+    """Its DELETED (RemoveContainer) then follows a CREATED, as for any container."""
+    store, bus, _publisher, _pods = setup
+    sub = bus.subscribe(10)
+    store.insert(ctr("k"))
+    store.update("k", lambda c: replace(c, state=EXITED, reason="CreateError"))
+    store.delete("k")
+    assert events_of(sub) == [("k", CONTAINER_CREATED), ("k", CONTAINER_STOPPED),
+                              ("k", CONTAINER_DELETED)]  # fmt: skip
+
+
+def test_a_pod_kept_notready_after_a_failed_build_is_created_then_stopped(setup: tuple) -> None:
+    """The kubelet sees the kept pod (NOTREADY) before its DELETED, never STARTED."""
+    _store, bus, publisher, pods = setup
+    sub = bus.subscribe(10)
+    pods[POD] = pod(NOTREADY)
+    publisher.pod_kept(pods[POD])
+    publisher.pod_removed(pods.pop(POD))
+    assert events_of(sub) == [(POD, CONTAINER_CREATED), (POD, CONTAINER_STOPPED),
+                              (POD, CONTAINER_DELETED)]  # fmt: skip

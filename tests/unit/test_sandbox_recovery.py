@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,19 @@ NETWORK = parse_network({
 META = PodMetadata("web", "uid-1", "ns")
 
 
-def test_plan_attaches_loopback_first_with_capability_args() -> None:
+def test_plan_attaches_the_network_alone_with_capability_args() -> None:
     net = PodNetwork(CNIClient([]), "/nonexistent")
     plans = net.plan(NETWORK, "ab" * 32, "/run/x/ns/net", META,
                      [PortMapping(8080, 80, "tcp"), PortMapping(0, 81, "udp")],
                      (1_000_000, None))
-    (loop_net, loop), (main_net, main) = plans
-    assert loop_net.name == loopback_network().name and loop.ifname == "lo"
+    [(main_net, main)] = plans  # no loopback plugin: lo is up when the namespace is made
     assert main_net is NETWORK and main.ifname == "eth0"
-    assert loop.capability_args == {}
     assert main.capability_args == {
         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
         "bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 2**31 - 1},
     }
     assert ("K8S_POD_NAME", "web") in main.args and ("K8S_POD_UID", "uid-1") in main.args
-    assert main.container_id == loop.container_id == "ab" * 32
+    assert main.container_id == "ab" * 32
 
 
 RESULT = {"cniVersion": "1.0.0",
@@ -55,9 +54,10 @@ RESULT = {"cniVersion": "1.0.0",
 
 
 def attached() -> list[dict[str, Any]]:
+    """An older record's attachments: the built-in loopback network, then the network."""
     net = PodNetwork(CNIClient([]), "/nonexistent")
-    (ln, lr), (mn, mr) = net.plan(NETWORK, "cd" * 32, "/run/x/ns/net", META)
-    loop = pending_entry(ln, lr)
+    [(mn, mr)] = net.plan(NETWORK, "cd" * 32, "/run/x/ns/net", META)
+    loop = pending_entry(loopback_network(), replace(mr, ifname="lo", capability_args={}))
     loop["result"] = {"cniVersion": "1.0.0", "interfaces": [{"name": "lo", "sandbox": "x"}],
                       "ips": [{"interface": 0, "address": "127.0.0.1/8"}]}
     main = pending_entry(mn, mr)
@@ -94,6 +94,25 @@ class FakeNetwork:
 
     def ready(self) -> tuple[bool, str, str]:
         return True, "", ""
+
+
+class Told:
+    """A PodLifecycleObserver that notes its calls: (what, pod id, pod state)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def pod_started(self, rec: SandboxRecord) -> None:
+        self.calls.append(("started", rec.id, rec.state))
+
+    def pod_stopped(self, rec: SandboxRecord) -> None:
+        self.calls.append(("stopped", rec.id, rec.state))
+
+    def pod_kept(self, rec: SandboxRecord) -> None:
+        self.calls.append(("kept", rec.id, rec.state))
+
+    def pod_removed(self, rec: SandboxRecord) -> None:
+        self.calls.append(("removed", rec.id, rec.state))
 
 
 @pytest.fixture
@@ -151,12 +170,14 @@ def test_recovery_keeps_an_unfinished_pod_whose_del_fails(
     setup: tuple[PodManager, FakeNetwork, SandboxStore], tmp_path: Path
 ) -> None:
     manager, fake, store = setup
+    told = manager.lifecycle = Told()
     fake.fail = True
     store.save(rec("half", CREATING, tmp_path, attachments=attached()))
     (tmp_path / "pods" / "half").mkdir(parents=True)
     recover_pods(manager)
     kept = store.get("half")
     assert kept is not None and kept.state == NOTREADY and kept.pending_network_teardown
+    assert told.calls == [("kept", "half", NOTREADY)]  # the kubelet's events: created, stopped
     assert _wait(lambda: "try again later" in store.get("half").network_error)  # type: ignore[union-attr]
     # The row stays "creating" meanwhile, so a restart takes the pod apart again.
     assert store._db.query("SELECT state FROM sandboxes")[0][0] == CREATING
@@ -164,6 +185,7 @@ def test_recovery_keeps_an_unfinished_pod_whose_del_fails(
     assert _wait(lambda: store.get("half") is None)
     assert store._db.query("SELECT id FROM sandboxes") == []
     assert not (tmp_path / "pods" / "half").exists()
+    assert [c[0] for c in told.calls] == ["kept", "removed"]
 
 
 def test_recovery_never_waits_for_a_hung_del(
