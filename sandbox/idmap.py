@@ -92,7 +92,14 @@ def idmapped_clone(source: Path, target: Path, userns_file: Path) -> None:
             ) from None
         raise Internal(f"cannot clone the mount at {source}: {exc.strerror}") from None
     try:
-        userns = os.open(userns_file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            userns = os.open(userns_file, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FailedPrecondition(
+                f"the pod's user namespace is no longer pinned at {userns_file} "
+                f"({exc.strerror}); the pod cannot take new containers: remove it and run it "
+                "again"
+            ) from None
         try:
             attr = MountAttr(attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns)
             _call("mount_setattr", ctypes.c_int(tree), b"",

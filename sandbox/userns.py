@@ -34,6 +34,7 @@ from pathlib import Path
 
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument
+from base.text import shorten
 from sandbox import sysctls as sysctl_mod
 from sandbox.idmappings import UserNamespaceMappings
 from sandbox.mounts import MS_BIND, mount
@@ -108,7 +109,13 @@ def _set_up(
     assert proc.stdout is not None and proc.stdin is not None
     line = _read_line(proc, deadline)
     if line != READY:
-        proc.wait(max(0.0, deadline - time.monotonic()))
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # the caller kills and reaps it
+            raise DeadlineExceeded(
+                "creating the pod's user namespace: its unshare helper did not say it was "
+                f"ready (it said {shorten(line.decode(errors='replace'))}) and did not exit"
+            ) from None
         raise _failure(proc, "creating the pod's user namespace")
     try:
         for name, text in (("uid_map", mappings.uid_map()), ("gid_map", mappings.gid_map())):
