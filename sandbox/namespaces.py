@@ -1,10 +1,10 @@
 """Pinning a pod's network, IPC and UTS namespaces to files, without a pause process.
 
-One ``unshare --net=F --ipc=F --uts=F sh -c ...`` run creates the namespaces,
-bind-mounts their nsfs files onto ``<dir>/<kind>`` (unshare does the bind
-itself), and inside them sets the hostname, writes the pod's sysctls and brings
-``lo`` up. The bind mounts keep the namespaces alive after the shell exits;
-nothing runs in them until containers join with ``/path/<kind>``.
+A throwaway daemon thread (``sandbox.ns_thread``) unshares the namespaces,
+bind-mounts their nsfs files (``/proc/thread-self/ns/<kind>``) onto
+``<dir>/<kind>``, and inside them sets the hostname, writes the pod's sysctls and
+brings ``lo`` up; then it exits. No process is spawned. The bind mounts keep the
+namespaces alive; nothing runs in them until containers join with ``/path/<kind>``.
 
 The bind works whether the parent mount is private or shared: nsfs files may
 be bound anywhere (only mount-namespace files need a private parent, and peapod
@@ -24,9 +24,9 @@ from pathlib import Path
 from base.cancel import CallContext
 from base.errors import AlreadyExists, Internal, InvalidArgument
 from sandbox import sysctls as sysctl_mod
-from sandbox.mounts import is_mountpoint, umount_all
+from sandbox.mounts import MS_BIND, is_mountpoint, mount, umount_all
+from sandbox.ns_thread import in_new_namespaces, loopback_up, set_hostname
 from sandbox.pod_files import validate_hostname
-from sandbox.tools import find_tool, run_tool
 
 KINDS = ("net", "ipc", "uts")
 
@@ -49,20 +49,28 @@ def pin_namespaces(
     if not kinds:
         return {}
     paths = {kind: ns_dir / kind for kind in KINDS if kind in kinds}
-    argv = [find_tool("unshare"), *(f"--{k}={p}" for k, p in paths.items())]
-    argv += sysctl_mod.setup_argv(hostname, parsed, lo_up="net" in kinds)
 
+    def inside() -> None:  # on the thread that unshared the namespaces
+        for kind, path in paths.items():
+            try:
+                mount(f"/proc/thread-self/ns/{kind}", path, None, MS_BIND, None)
+            except OSError as exc:
+                raise Internal(f"cannot pin the pod's {kind} namespace at {path}: "
+                               f"{exc.strerror}") from exc  # fmt: skip
+        if hostname is not None:
+            set_hostname(hostname)
+        sysctl_mod.write_here(parsed)
+        if "net" in paths:
+            loopback_up()
+
+    if ctx is not None:
+        ctx.check()
     prepare_pins(ns_dir, paths)
     try:
-        proc = run_tool(argv, "creating the pod's namespaces", ctx, check=False)
-        if proc.returncode != 0:
-            why = sysctl_mod.explain_failure(proc.stderr, parsed)
-            if why is not None:
-                raise InvalidArgument(why)
-            raise Internal(f"creating the pod's namespaces failed: {proc.stderr.strip()}")
+        in_new_namespaces(paths, inside)
         for kind, path in paths.items():
             if not is_nsfs(path):
-                raise Internal(f"unshare exited cleanly but no {kind} namespace is bound at {path}")
+                raise Internal(f"no {kind} namespace is bound at {path} after pinning it")
     except BaseException:
         unpin(paths.values())
         raise

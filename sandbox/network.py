@@ -1,11 +1,14 @@
 """A pod's CNI networking: choosing the network, ADD on creation, DEL on teardown.
 
-Every pod with its own network namespace gets the built-in loopback network
-(ifname ``lo``) and then the configured network (ifname ``eth0``). The network
-is chosen afresh for each pod from the config directory (lexical order, first
-valid file, or the configured name). What was attached is recorded per
-network as ``cni.Attachment`` dicts, so DEL later runs with exactly the config
-and arguments ADD used, even after a restart or a config change.
+Every pod with its own network namespace gets the configured network (ifname
+``eth0``); its ``lo`` is brought up when the namespace is made
+(``sandbox.namespaces``), so no CNI call is spent on it. The network is chosen
+afresh for each pod from the config directory (lexical order, first valid file,
+or the configured name). What was attached is recorded per network as
+``cni.Attachment`` dicts, so DEL later runs with exactly the config and
+arguments ADD used, even after a restart or a config change. Records written
+before lo stopped being a CNI network still list the built-in loopback network
+first; its DEL runs like any other.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from cni import (
     bandwidth,
     k8s_args,
     load_network_dir,
-    loopback_network,
     plugin_failure,
     port_mappings,
 )
@@ -43,7 +45,7 @@ from sandbox.pod_config import PodMetadata
 
 log = logging.getLogger("peapod.network")
 
-LOOPBACK_IFNAME = "lo"
+LOOPBACK_IFNAME = "lo"  # the built-in loopback network of older records
 POD_IFNAME = "eth0"
 READY_CACHE_SECONDS = 1.0
 _WAIT_STEP = 0.25
@@ -148,7 +150,7 @@ class PodNetwork:
         mappings: Iterable[PortMapping] = (),
         rates: tuple[int | None, int | None] = (None, None),
     ) -> list[tuple[NetworkConfig, RuntimeConf]]:
-        """The (network, runtime conf) pairs to ADD, loopback first."""
+        """The (network, runtime conf) pairs to ADD: the pod's network, ifname eth0."""
         args = k8s_args(metadata.namespace, metadata.name, pod_id, metadata.uid)
         caps: dict[str, Any] = {}
         maps = port_mappings(mappings)
@@ -157,11 +159,9 @@ class PodNetwork:
         shaping = bandwidth(ingress_rate=rates[0], egress_rate=rates[1])
         if shaping:
             caps[BANDWIDTH] = shaping
-        loop = RuntimeConf(pod_id, netns, LOOPBACK_IFNAME, list(args))
         main = RuntimeConf(pod_id, netns, POD_IFNAME, list(args), caps)
-        for conf in (loop, main):
-            conf.validate()
-        return [(loopback_network(), loop), (network, main)]
+        main.validate()
+        return [(network, main)]
 
     def attach(self, network: NetworkConfig, runtime: RuntimeConf, ctx: CallContext) -> Attachment:
         """ADD one network; the error names plugin, code and message."""

@@ -30,7 +30,8 @@ FORMAT = 1
 class SandboxRecord:
     """Everything peapod knows about one pod sandbox.
 
-    ``attachments`` holds one entry per CNI network (loopback first): the
+    ``attachments`` holds one entry per CNI network (older records: the
+    built-in loopback network first): the
     ``cni.Attachment`` dict once ADD succeeded, or the same shape with
     ``result`` None while ADD is pending, so DEL can always be run with the
     exact config used. It is emptied once DEL succeeded.

@@ -1,14 +1,18 @@
-"""Pod sysctls: which may be set, and the shell step that writes them.
+"""Pod sysctls: which may be set, and writing them inside the pod's namespaces.
 
 Only sysctls that live in a namespace the pod owns can be set per pod:
 ``net.*`` (network namespace) and ``kernel.shm*``, ``kernel.msg*``,
 ``kernel.sem``, ``fs.mqueue.*`` (IPC namespace). Names come in the dotted
 form (``net.ipv4.ip_forward``) or the slash form (``net/ipv4/ip_forward``);
 in the slash form a dot is part of a component (``net/ipv4/conf/eth0.1/...``).
+A thread inside the pod's namespaces writes them (``write_here``); where a helper
+process makes the namespaces (a pod in its own user namespace), a shell step run
+inside does (``setup_argv``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +150,30 @@ def setup_argv(hostname: str | None, sysctls: Sequence[Sysctl], lo_up: bool) -> 
     for s in sysctls:
         argv += [s.path, s.value]
     return argv
+
+
+def write_here(sysctls: Sequence[Sysctl], proc_sys: Path = PROC_SYS) -> None:
+    """Write ``sysctls`` in the calling thread's own namespaces, in order.
+
+    ``/proc/sys/net`` and the IPC entries of ``/proc/sys`` resolve to the network
+    and IPC namespaces of the thread that opens them, not of the process, so a
+    thread that unshared its namespaces writes its pod's values. InvalidArgument
+    names the sysctl the kernel refused and its answer.
+    """
+    for s in sysctls:
+        data = f"{s.value}\n".encode()
+        try:
+            fd = os.open(proc_sys / s.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise InvalidArgument(f"sysctl {s.name}={s.value} could not be set in the pod's "
+                                  f"namespace: {exc.strerror or exc}") from exc  # fmt: skip
+        if written != len(data):
+            raise InvalidArgument(f"sysctl {s.name}={s.value} could not be set in the pod's "
+                                  f"namespace: the kernel took {written} of {len(data)} bytes")
 
 
 def explain_failure(stderr: str, sysctls: Sequence[Sysctl]) -> str | None:

@@ -1,7 +1,8 @@
 """Locating and running the external tools the sandbox code relies on.
 
-Namespace work is done by util-linux tools run as child processes, never by
-forking the daemon or calling setns/unshare on one of its threads.
+Namespace work the daemon cannot do on a throwaway thread of its own
+(``sandbox.ns_thread``: net, IPC and UTS) is done by util-linux tools run as child
+processes, never by forking the daemon.
 """
 
 from __future__ import annotations
