@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from base.errors import AlreadyExists, InvalidArgument
-from sandbox import sysctls
+from sandbox import procs, sysctls
 from sandbox.mounts import is_mountpoint, mount, umount_all
 from sandbox.namespaces import KINDS, ns_inode, pin_namespaces, unpin
 
@@ -81,6 +82,76 @@ def test_loopback_is_up_and_only_interface(ns_dir: Path) -> None:
     out = nsenter(paths, "ip", "-o", "link", "show")
     assert len(out.splitlines()) == 1
     assert "lo:" in out and ",UP" in out
+    addrs = nsenter(paths, "ip", "-o", "addr", "show", "dev", "lo")
+    assert "inet 127.0.0.1/8" in addrs
+
+
+def own_namespaces() -> dict[str, str]:
+    """The calling thread's net, IPC and UTS namespaces."""
+    return {kind: os.readlink(f"/proc/thread-self/ns/{kind}") for kind in KINDS}
+
+
+def strays(host: dict[str, str]) -> list[str]:
+    """This process's threads (tid:namespace) in a net, IPC or UTS namespace not the host's."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for kind in KINDS:
+            try:
+                link = os.readlink(task / "ns" / kind)
+            except OSError:
+                continue  # the thread exited meanwhile
+            if link != host[kind]:
+                found.append(f"{task.name}:{link}")
+    return found
+
+
+def test_no_thread_of_the_daemon_stays_in_a_pods_namespaces(ns_dir: Path) -> None:
+    """The namespaces are made on a thread of its own, which exits; the caller's thread,
+    and every other, stays in the host's namespaces, after a failure too."""
+    host = own_namespaces()
+    paths = pin_namespaces(ns_dir, {"net", "ipc", "uts"}, hostname="pod-t",
+                           sysctls={"net.ipv4.ip_unprivileged_port_start": "81"})
+    assert own_namespaces() == host
+    assert all(f"{kind}:[{ns_inode(path)}]" != host[kind] for kind, path in paths.items())
+    assert procs.wait_until(lambda: not strays(host), 5), strays(host)
+    assert socket.gethostname() != "pod-t"
+    with pytest.raises(InvalidArgument, match="ip_forward"):
+        pin_namespaces(ns_dir.parent / "failed", {"net", "ipc", "uts"}, hostname="pod-f",
+                       sysctls={"net.ipv4.ip_forward": "not-a-number"})
+    assert own_namespaces() == host
+    assert procs.wait_until(lambda: not strays(host), 5), strays(host)
+    assert mounted_under(ns_dir.parent / "failed") == []
+
+
+def test_pods_pinned_in_parallel_from_a_pool_each_get_their_own(tmp_path: Path) -> None:
+    """Eight pool threads pin 24 pods at once: distinct namespaces, each with its own
+    hostname and sysctl, and the pool's threads (reused for the next pod) stay in the
+    host's namespaces throughout."""
+    host = own_namespaces()
+    seen_by_workers: list[dict[str, str]] = []
+    dirs = [tmp_path / f"pod{i}" / "ns" for i in range(24)]
+
+    def pin(i: int) -> dict[str, Path]:
+        seen_by_workers.append(own_namespaces())
+        got = pin_namespaces(dirs[i], {"net", "ipc", "uts"}, hostname=f"pod-{i}",
+                             sysctls={"net.ipv4.ip_unprivileged_port_start": str(100 + i)})
+        seen_by_workers.append(own_namespaces())
+        return got
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            pinned = list(pool.map(pin, range(24)))
+        assert all(seen == host for seen in seen_by_workers)
+        inodes = {ns_inode(p) for paths in pinned for p in paths.values()}
+        assert len(inodes) == 24 * 3
+        for i, paths in enumerate(pinned):
+            out = nsenter(paths, "sh", "-c",
+                          "hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start")
+            assert out.split() == [f"pod-{i}", str(100 + i)]
+    finally:
+        for d in dirs:
+            _cleanup(d)
+    assert all(d.parent.exists() and mounted_under(d.parent) == [] for d in dirs)
 
 
 def test_hostname_and_sysctls_inside_only(ns_dir: Path) -> None:
