@@ -146,7 +146,9 @@ class EventBus(Generic[T]):
     ) -> Subscription[T]:  # fmt: skip
         """A new subscription with a queue of at most ``limit`` events (at least 1).
 
-        It starts with the start-up backlog if it comes within the retention time.
+        It starts with the start-up backlog if it comes within the retention time; one
+        whose queue that backlog overflows is cut off at once, like any subscriber
+        falling behind (never subscribed, ``on_end`` told before this returns).
         Unavailable once the bus is closed.
         """
         sub = Subscription(self, max(1, limit), name, on_end)
@@ -154,9 +156,11 @@ class EventBus(Generic[T]):
             if self._closed:
                 raise Unavailable("the runtime is shutting down; no new event subscriptions")
             self._expire_backlog()
-            for event in self._backlog or ():
-                sub._offer(event)
-            self._subs.append(sub)
+            fits = all(sub._offer(event) for event in self._backlog or ())
+            if fits:
+                self._subs.append(sub)
+        if not fits:
+            sub._tell_end()
         return sub
 
     def serving(self, retain: float) -> None:

@@ -111,3 +111,22 @@ def test_start_up_events_reach_subscribers_that_come_within_the_retention() -> N
     time.sleep(0.25)
     assert drain(bus.subscribe(10)) == []  # too late: forgotten
 
+
+
+def test_a_subscriber_whose_queue_the_start_up_backlog_overflows_is_ended_at_once() -> None:
+    """Its end is told (as for any dropped subscriber), it is not left subscribed, and its
+    reader gets ResourceExhausted; the next publish neither reaches nor ends it again."""
+    bus: EventBus[int] = EventBus()
+    for n in range(5):
+        bus.publish(n)
+    bus.serving(retain=60)
+    ended: list[Subscription[int]] = []
+    small = bus.subscribe(3, "small", on_end=ended.append)
+    assert ended == [small] and small.overflowed and small.closed
+    assert bus.subscribers() == 0
+    with pytest.raises(ResourceExhausted):
+        small.next(timeout=0)
+    bus.publish(5)
+    assert ended == [small]
+    big = bus.subscribe(5, "big", on_end=ended.append)  # the backlog fits: served as usual
+    assert drain(big) == [0, 1, 2, 3, 4] and bus.subscribers() == 1 and ended == [small]
