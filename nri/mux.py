@@ -5,10 +5,14 @@ Every frame on the socket is a connection id (uint32, big-endian), a payload len
 ttrpc client), connection 2 the runtime's (peapod serves it). Each logical connection
 is a byte stream: a ttrpc message may span several frames.
 
-Frames peapod writes hold at most ``FRAME_OUT`` bytes because the Go side reads every
-frame into a 4 KiB buffer. Frames it reads may be as long as the Go side writes (a
-whole ttrpc message and its header); anything longer is a malformed frame and ends
-the connection, as does any error a consumer raises. One reader thread per
+peapod writes each ttrpc message as the Go side's buffered writer does: a first frame
+of at most ``FRAME_OUT`` (4 KiB) bytes, then the rest in one frame. Those are the shapes
+the Go reader takes: it reads a message's start into a 4 KiB buffer (a longer frame
+there fails with ENOMEM) and its rest straight into the message, and it queues at most
+256 frames per logical connection (a flood of small frames would overflow that and end
+the connection). Frames peapod reads may be as long as the Go side writes (a whole
+ttrpc message and its header); anything longer is a malformed frame and ends the
+connection, as does any error a consumer raises. One reader thread per
 connection; writers share a lock, and a send that makes no progress for
 ``SEND_TIMEOUT`` seconds ends the connection, so nothing waits forever.
 """
@@ -28,7 +32,7 @@ PLUGIN_CONN = 1  # the plugin's service: peapod calls
 RUNTIME_CONN = 2  # the runtime's service: the plugin calls
 HEADER = struct.Struct(">II")  # connection id, payload length
 MAX_FRAME_IN = 10 + (4 << 20)  # a ttrpc header and its largest message
-FRAME_OUT = 4096  # the Go reader's buffer: longer frames fail there with ENOMEM
+FRAME_OUT = 4096  # the Go reader's buffer: a message's first frame must fit in it
 SEND_TIMEOUT = 10.0
 
 
@@ -72,13 +76,16 @@ class Mux:
         self._reader.start()
 
     def send(self, conn_id: int, data: bytes) -> None:
-        """Write ``data`` to logical connection ``conn_id``; MuxClosed if that fails."""
+        """Write one message, ``data``, to logical connection ``conn_id``; MuxClosed if that
+        fails. Its first FRAME_OUT bytes go in one frame, the rest in as few as may be."""
         frames = bytearray()
         view = memoryview(data)
-        for start in range(0, len(data), FRAME_OUT):
-            chunk = view[start:start + FRAME_OUT]
+        start, size = 0, FRAME_OUT
+        while start < len(data):
+            chunk = view[start:start + size]
             frames += HEADER.pack(conn_id, len(chunk))
             frames += chunk
+            start, size = start + len(chunk), MAX_FRAME_IN
         if self._closed:
             raise MuxClosed(self.reason)
         try:

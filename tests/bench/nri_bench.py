@@ -28,13 +28,10 @@ leaves CNI (the largest and most variable part of a start) out.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,34 +43,14 @@ for _path in (REPO, HERE.parent):  # peapod's api package, tests/support
 
 from support.images import push_busybox  # noqa: E402
 from support.nri_env import PLUGIN  # noqa: E402
+from support.nri_go import build_noop  # noqa: E402
 from support.pods import PodEnv  # noqa: E402
 from support.registry import Registry  # noqa: E402
 
 from api import api_pb2 as pb  # noqa: E402
 
-CLIENTS = REPO / ".cache" / "clients"
 COUNTS = (0, 1, 3)
 PARTS = ("run", "create", "start", "total")
-
-
-def build_noop() -> Path:
-    """The Go no-op plugin, built (once per source change) in a copy of tests/tools."""
-    source = HERE / "nri_noop" / "main.go"
-    tools = REPO / "tests" / "tools"
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in
-                                     (source, tools / "go.mod", tools / "go.sum"))).hexdigest()
-    out = CLIENTS / f"nri-noop-{digest[:12]}"
-    if out.is_file():
-        return out
-    with tempfile.TemporaryDirectory(prefix="nri-noop-") as tmp:
-        for name in ("go.mod", "go.sum"):
-            shutil.copy(tools / name, Path(tmp) / name)
-        (Path(tmp) / "nrinoop").mkdir()
-        shutil.copy(source, Path(tmp) / "nrinoop" / "main.go")
-        CLIENTS.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-mod=mod", "-trimpath", "-o", str(out), "./nrinoop"],
-                       cwd=tmp, check=True)
-    return out
 
 
 class Plugins:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 from support.daemon import metric_value
 from support.images import StandardImages
 from support.nri_env import REQUEST_TIMEOUT, NRIEnv
+from support.nri_go import build_noop
 from support.registry import Registry
 
 from api import api_pb2 as pb
@@ -338,6 +340,37 @@ def test_plugin_crashing_mid_call_is_dropped_and_cri_keeps_serving(env: NRIEnv,
     assert log_has(env, "NRI plugin dropped", "plugin=10-test", "closed by the plugin")
     env.start(ctr)
     assert env.containers()[0].state == pb.CONTAINER_RUNNING
+
+
+def test_megabyte_messages_reach_plugins_on_containerd_nris_own_stub(env: NRIEnv,
+                                                                   busybox: str) -> None:
+    """CreateContainer calls of 1.9 MB and an 11.4 MB Synchronize (three parts) to the Go
+    stub critest is built on: its reader takes a message's start only in a 4 KiB frame
+    and queues at most 256 frames per connection, so the frames must be few and shaped."""
+    binary = build_noop()
+    plugins = [subprocess.Popen([str(binary), "-socket", str(env.nri_socket), "-name", "go",
+                                 "-idx", "20"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)]
+    try:
+        env.wait_plugin("20-go")
+        pod = env.pod()
+        big = [pb.KeyValue(key=f"BIG{i}", value=b"x" * 100_000) for i in range(19)]
+        for n in range(6):  # just within ARG_MAX each
+            cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=f"big{n}"),
+                                     image=pb.ImageSpec(image=busybox), command=SLEEP, envs=big)
+            env.rt.CreateContainer(pb.CreateContainerRequest(
+                pod_sandbox_id=pod, config=cfg, sandbox_config=env.pod_config()), timeout=60)
+        plugins.append(subprocess.Popen([str(binary), "-socket", str(env.nri_socket), "-name",
+                                         "go2", "-idx", "21"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))
+        env.wait_plugin("21-go2")  # its Synchronize held the six containers
+        assert {"20-go", "21-go2"} <= set(env.ready_plugins())
+        assert not log_has(env, "NRI plugin dropped", "plugin=2")
+        assert len(env.containers()) == 6
+    finally:
+        for proc in plugins:
+            proc.kill()
+            proc.wait(10)
 
 
 # ---- bad input on the socket ----------------------------------------------------------------
