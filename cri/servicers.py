@@ -2,7 +2,8 @@
 
 Every rpc of the proto gets a method: the registered handler, or one that
 answers UNIMPLEMENTED with a message saying so. Errors are mapped to status
-codes by ``cri.interceptor``.
+codes by ``cri.interceptor``. A handler may answer with a reply already in wire
+format (``cri.convert.wire.Encoded``); it is sent as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 
 from api import api_pb2, api_pb2_grpc
 from base.errors import Unimplemented
+from cri.convert import wire
 
 Handler = Callable[[Any, Any, grpc.ServicerContext], Any]
 
@@ -70,9 +72,35 @@ def register(
     services: Any,
 ) -> None:
     """Add both CRI services to ``server``; handlers get ``services`` as first argument."""
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-        build("RuntimeService", runtime_handlers, services), server
-    )
-    api_pb2_grpc.add_ImageServiceServicer_to_server(
-        build("ImageService", image_handlers, services), server
-    )
+    _add(server, "RuntimeService", build("RuntimeService", runtime_handlers, services))
+    _add(server, "ImageService", build("ImageService", image_handlers, services))
+
+
+def method_handlers(service: str, servicer: Any) -> dict[str, grpc.RpcMethodHandler]:
+    """What the generated ``add_<service>Servicer_to_server`` registers, but with
+    response serializers that pass an ``Encoded`` reply through."""
+    descriptor = api_pb2.DESCRIPTOR.services_by_name[service]
+    out = {}
+    for method in descriptor.methods:
+        if method.client_streaming:
+            raise ValueError(f"{service}.{method.name} streams requests; not supported")
+        request = getattr(api_pb2, method.input_type.name)
+        reply = getattr(api_pb2, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        out[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=wire.serializer(reply),
+        )
+    return out
+
+
+def _add(server: grpc.Server, service: str, servicer: Any) -> None:
+    name = api_pb2.DESCRIPTOR.services_by_name[service].full_name
+    handlers = method_handlers(service, servicer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -1,4 +1,8 @@
-"""ContainerStatus, ListContainers and StreamContainers: answered from the in-memory cache."""
+"""ContainerStatus, ListContainers and StreamContainers: answered from the in-memory cache.
+
+ContainerStatus (not verbose) and ListContainers answer in wire format, from items
+encoded once per record snapshot (``cri.convert.item_cache``, ``cri.convert.wire``).
+"""
 
 from __future__ import annotations
 
@@ -18,35 +22,43 @@ from cri.convert.container import (
     verbose_info,
 )
 from cri.convert.item_cache import ItemCache
+from cri.convert.wire import Encoded
 from oci.container.record import ContainerRecord
 
 if TYPE_CHECKING:
     from cri.services import Services
 
 _ITEMS: ItemCache[ContainerRecord, pb.Container] = ItemCache(to_pb_container)
+_STATUSES: ItemCache[ContainerRecord, pb.ContainerStatus] = ItemCache(to_pb_status)
+_STATUS_FIELD = pb.ContainerStatusResponse.STATUS_FIELD_NUMBER
+_CONTAINERS_FIELD = pb.ListContainersResponse.CONTAINERS_FIELD_NUMBER
 
 
 def container_status(
     d: Services, req: pb.ContainerStatusRequest, ctx: grpc.ServicerContext
-) -> pb.ContainerStatusResponse:
+) -> pb.ContainerStatusResponse | Encoded:
     """State, times, exit code and reason, image, mounts, log path; verbose adds pid and spec."""
     ctr_id = object_id(req.container_id, "ContainerStatusRequest.container_id", "a container id")
     rec = d.containers.status(ctr_id)
-    info: dict[str, str] = {}
-    if req.verbose:
-        try:
-            spec = d.containers.spec(rec)
-        except PeapodError:
-            spec = None
-        info = verbose_info(rec, spec)
-    return pb.ContainerStatusResponse(status=to_pb_status(rec), info=info)
+    live = len(d.containers.store.all())
+    if not req.verbose:
+        data = _STATUSES.encoded([rec], live, _STATUS_FIELD)
+        return Encoded(pb.ContainerStatusResponse, data)
+    try:
+        spec = d.containers.spec(rec)
+    except PeapodError:
+        spec = None
+    status = _STATUSES.items([rec], live)[0]
+    return pb.ContainerStatusResponse(status=status, info=verbose_info(rec, spec))
 
 
 def list_containers(
     d: Services, req: pb.ListContainersRequest, ctx: grpc.ServicerContext
-) -> pb.ListContainersResponse:
+) -> Encoded:
     """Containers matching the filter (id or prefix, pod, state, labels)."""
-    return pb.ListContainersResponse(containers=_containers(d, req))
+    records = _records(d, req)
+    data = _ITEMS.encoded(records, len(d.containers.store.all()), _CONTAINERS_FIELD)
+    return Encoded(pb.ListContainersResponse, data)
 
 
 def stream_containers(
@@ -60,8 +72,13 @@ def stream_containers(
 def _containers(
     d: Services, req: pb.ListContainersRequest | pb.StreamContainersRequest
 ) -> list[pb.Container]:
-    flt = container_filter(req.filter) if req.HasField("filter") else None
-    if req.HasField("filter") and flt is None:
-        return []
-    records = d.containers.list(flt)
-    return _ITEMS.items(records, len(d.containers.store.all()))
+    return _ITEMS.items(_records(d, req), len(d.containers.store.all()))
+
+
+def _records(
+    d: Services, req: pb.ListContainersRequest | pb.StreamContainersRequest
+) -> list[ContainerRecord]:
+    if not req.HasField("filter"):
+        return d.containers.list(None)
+    flt = container_filter(req.filter)
+    return [] if flt is None else d.containers.list(flt)

@@ -87,7 +87,7 @@ POD_FILTERS = [None, pb.PodSandboxFilter(id="03"), pb.PodSandboxFilter(id="zz"),
 def test_stream_pod_sandboxes_equals_list(services: Any, small_batches: None,
                                           flt: pb.PodSandboxFilter | None) -> None:  # fmt: skip
     unary = sandbox_status.list_pod_sandbox(
-        services, pb.ListPodSandboxRequest(filter=flt), None).items  # type: ignore[arg-type]
+        services, pb.ListPodSandboxRequest(filter=flt), None).decode().items  # type: ignore[arg-type]
     replies = list(sandbox_status.stream_pod_sandboxes(
         services, pb.StreamPodSandboxesRequest(filter=flt), None))  # type: ignore[arg-type]
     assert _flat(replies, "pod_sandboxes") == list(unary)
@@ -105,7 +105,7 @@ CONTAINER_FILTERS = [None, pb.ContainerFilter(id="031"), pb.ContainerFilter(pod_
 def test_stream_containers_equals_list(services: Any, small_batches: None,
                                        flt: pb.ContainerFilter | None) -> None:  # fmt: skip
     unary = container_status.list_containers(
-        services, pb.ListContainersRequest(filter=flt), None).containers  # type: ignore[arg-type]
+        services, pb.ListContainersRequest(filter=flt), None).decode().containers  # type: ignore[arg-type]
     replies = list(container_status.stream_containers(
         services, pb.StreamContainersRequest(filter=flt), None))  # type: ignore[arg-type]
     assert _flat(replies, "containers") == list(unary)
