@@ -21,16 +21,26 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # The rpcs are registered once, so each method's wrapped handler is made once.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        operation = handler_call_details.method.rsplit("/", 1)[-1]
+        wrapped = self._wrap(method.rsplit("/", 1)[-1], handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, operation: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(operation, handler.unary_unary),
@@ -46,6 +56,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         return handler
 
     def _wrap_unary(self, operation: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        record = self._recorder(operation)
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
@@ -53,11 +65,13 @@ class CallInterceptor(grpc.ServerInterceptor):
             except BaseException as exc:
                 self._fail(operation, exc, context)
             finally:
-                self._record(operation, start, context)
+                record(start, context)
 
         return call
 
     def _wrap_stream(self, operation: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        record = self._recorder(operation)
+
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             try:
@@ -65,7 +79,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             except BaseException as exc:
                 self._fail(operation, exc, context)
             finally:
-                self._record(operation, start, context)
+                record(start, context)
 
         return call
 
@@ -83,23 +97,30 @@ class CallInterceptor(grpc.ServerInterceptor):
             log.error("rpc crashed", exc_info=exc, extra={"rpc": operation})
         context.abort(code, message)
 
-    def _record(self, operation: str, start: float, context: grpc.ServicerContext) -> None:
-        elapsed = time.perf_counter() - start
+    def _recorder(self, operation: str) -> Callable[[float, grpc.ServicerContext], None]:
+        """Records one call of ``operation`` (its metric children looked up once)."""
         m = self._metrics
-        m.operations.labels(operation).inc()
-        m.operation_latency.labels(operation).observe(elapsed)
-        code = context.code()
-        if code is not None and code != grpc.StatusCode.OK:
-            m.operation_errors.labels(operation, code.name).inc()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "rpc done",
-                extra={
-                    "rpc": operation,
-                    "ms": round(elapsed * 1000, 3),
-                    "code": (code or grpc.StatusCode.OK).name,
-                },
-            )
+        count = m.operations.labels(operation)
+        latency = m.operation_latency.labels(operation)
+
+        def record(start: float, context: grpc.ServicerContext) -> None:
+            elapsed = time.perf_counter() - start
+            count.inc()
+            latency.observe(elapsed)
+            code = context.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                m.operation_errors.labels(operation, code.name).inc()
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "rpc done",
+                    extra={
+                        "rpc": operation,
+                        "ms": round(elapsed * 1000, 3),
+                        "code": (code or grpc.StatusCode.OK).name,
+                    },
+                )
+
+        return record
 
 
 def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
