@@ -1,14 +1,16 @@
-"""Work inside new network, IPC and UTS namespaces, on a throwaway thread of the daemon.
+"""Work inside new namespaces (or with its own working directory) on a throwaway thread.
 
-unshare(2) moves only the calling thread into new namespaces, and for these three
-kinds the kernel allows it in a multi-threaded process (not for user, PID or mount
-namespaces, which ``sandbox.userns`` and ``sandbox.infra`` make in helper processes).
-A thread that did so must never run other work: it would make sockets in, or write
-sysctls of, a pod's namespaces. So every call starts a thread of its own, which
-unshares, runs the work and exits; nothing reuses it (grpc's and the pending-work
-pools never see it). Threads inherit namespaces from the thread that creates them,
-and this one creates none. The namespaces outlive the thread only through what the
-work pins (bind mounts of ``/proc/thread-self/ns/<kind>``).
+unshare(2) moves only the calling thread into new namespaces, and for network, IPC
+and UTS namespaces the kernel allows it in a multi-threaded process (not for user,
+PID or mount namespaces, which ``sandbox.userns`` and ``sandbox.infra`` make in
+helper processes); the same holds for the thread's filesystem attributes
+(CLONE_FS: working directory, root, umask). A thread that did so must never run
+other work: it would make sockets in, or write sysctls of, a pod's namespaces, or
+resolve paths against another directory. So every call starts a thread of its
+own, which unshares, runs the work and exits; nothing reuses it (grpc's and the
+pending-work pools never see it). Threads inherit namespaces from the thread that
+creates them, and this one creates none. The namespaces outlive the thread only
+through what the work pins (bind mounts of ``/proc/thread-self/ns/<kind>``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TypeVar
 
 from base.errors import Internal
 
+CLONE_FS = 0x00000200
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
@@ -57,22 +60,45 @@ def in_new_namespaces(kinds: Iterable[str], work: Callable[[], T]) -> T:
     flags = 0
     for kind in kinds:
         flags |= FLAGS[kind]
+    return on_throwaway_thread(flags, work, "the pod's namespaces")
+
+
+def in_directory(directory: str, work: Callable[[], T]) -> T:
+    """Run ``work`` on a new thread whose working directory alone is ``directory``.
+
+    For system calls that resolve relative paths against the working directory
+    (an overlay's lowerdir), which the daemon's other threads must keep.
+    """
+
+    def inside() -> T:
+        os.chdir(directory)
+        return work()
+
+    return on_throwaway_thread(CLONE_FS, inside, "a working directory of its own")
+
+
+def on_throwaway_thread(flags: int, work: Callable[[], T], what: str) -> T:
+    """Run ``work`` on a new thread that first calls unshare(``flags``), then exits.
+
+    Returns what ``work`` returns and raises what it raises; Internal naming
+    ``what`` if unshare fails.
+    """
     outcome: list[tuple[bool, object]] = []
 
     def run() -> None:
         try:
             if _libc().unshare(flags) != 0:
                 err = ctypes.get_errno()
-                raise Internal(f"cannot create the pod's namespaces: unshare: {os.strerror(err)}")
+                raise Internal(f"cannot give a thread {what}: unshare: {os.strerror(err)}")
             outcome.append((True, work()))
         except BaseException as exc:  # handed to the caller below
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=run, name="pod-namespaces", daemon=True)
+    thread = threading.Thread(target=run, name="throwaway-unshare", daemon=True)
     thread.start()
     thread.join()
     if not outcome:
-        raise Internal("the thread making the pod's namespaces ended without a result")
+        raise Internal(f"the thread given {what} ended without a result")
     ok, value = outcome[0]
     if not ok:
         raise value  # type: ignore[misc]

@@ -5,11 +5,11 @@ read-only (``mount_readonly_layers``).
 
 The kernel copies mount options into one page (4096 bytes), which absolute paths of
 60 layers do not fit. So each layer gets a short symlink in the container's storage
-dir (``l/0``, ``l/1``...; the top layer first) and ``mount`` runs with that dir as
+dir (``l/0``, ``l/1``...; the top layer first) and mount(2) runs with that dir as
 its working directory, giving ``lowerdir=l/0:l/1:...`` - about 5 bytes per layer.
-The mount is made by the ``mount`` command (a child process), because a relative
-lowerdir is resolved against the caller's working directory, which a threaded
-daemon must not change.
+A relative lowerdir is resolved against the caller's working directory, which the
+daemon's threads share; so the mount is made by a throwaway thread with a working
+directory of its own (``sandbox.ns_thread.in_directory``), not by a child process.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from base.errors import Internal, InvalidArgument
-from sandbox.mounts import MOUNTINFO, is_mountpoint, parse_mountinfo, umount_all
-from sandbox.tools import find_tool
+from sandbox.mounts import MOUNTINFO, MS_RDONLY, is_mountpoint, mount, parse_mountinfo, umount_all
+from sandbox.ns_thread import in_directory
 
 MAX_OPTIONS = 4095  # one page, less the terminating NUL
-_MOUNT_TIMEOUT = 60.0
 LINKS = "l"
 UPPER = "upper"
 WORK = "work"
@@ -106,26 +104,18 @@ def _link_layers(layers: Sequence[Path], storage_dir: Path) -> None:
 
 
 def _mount_overlay(options: str, storage_dir: Path, target: Path, what: str) -> None:
-    """Run ``mount -t overlay`` in ``storage_dir`` (the options' paths are relative to it)."""
+    """Mount an overlay on ``target`` from ``storage_dir`` (the options' paths are relative
+    to it); a leading ``ro,`` makes the mount read-only, as ``mount -o ro,...`` would."""
+    target = Path(os.path.abspath(target))
     target.mkdir(mode=0o755, parents=True, exist_ok=True)
-    argv = [find_tool("mount"), "-t", "overlay", "overlay", "-o", options, str(target)]
+    flags, data = (MS_RDONLY, options[3:]) if options.startswith("ro,") else (0, options)
     try:
-        proc = subprocess.run(
-            argv,
-            cwd=storage_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_MOUNT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        in_directory(str(storage_dir), lambda: mount("overlay", target, "overlay", flags, data))
+    except OSError as exc:
         unmount_rootfs(target)
-        raise Internal(f"cannot mount {what} at {target}: {exc}") from None
-    if proc.returncode != 0:
-        unmount_rootfs(target)
-        err = proc.stderr.strip() or f"mount exited with status {proc.returncode}"
-        raise Internal(f"cannot mount {what} at {target}: {err}")
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise Internal(f"cannot mount {what} at {target}: {why} (the kernel log may say "
+                       "more)") from None  # fmt: skip
 
 
 def unmount_rootfs(target: Path) -> None:
