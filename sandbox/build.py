@@ -4,11 +4,13 @@ Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
 inside; for a ``hostUsers: false`` pod a user namespace first, owning the
 others), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
 infra process (pid mode POD), then the network. The record (state "creating")
-is saved before the first step (with the cgroup directories it will create)
-and again after each step that made something,
-so a daemon killed half-way leaves a row from which restart recovery takes the
-pod apart; before any ADD it is saved with the planned attachments, so a crash
-mid-ADD can still be DEL'ed, and each ADD result is kept. A failure undoes
+is saved before the first step (with the cgroup directories it will create) and
+again once the cgroup exists, so a daemon killed half-way leaves a row from which
+restart recovery takes the pod apart; what the next steps make is found without
+the record (the namespace and shm mounts under the pod directory, the infra
+process by its output file, ``sandbox.recover``), so they cost no write. Before
+any ADD the record is saved with all of it and the planned attachments, so a
+crash mid-ADD can still be DEL'ed, and each ADD result is kept. A failure undoes
 everything newest first, so CNI DEL always runs while the network namespace is
 still pinned, and the row goes last.
 """
@@ -153,7 +155,6 @@ class PodBuild:
             ns = pin_namespaces(pod_dir / "ns", kinds, hostname, cfg.sysctls, ctx)
         self._set(ns_paths={k: str(p) for k, p in ns.items()})
         self.undo.push("pinned namespaces", lambda: unpin(ns))
-        self.store.save(self.record)
 
         write_pod_files(pod_dir, rec.hostname, cfg.dns, cfg.host_network)
 
@@ -162,7 +163,6 @@ class PodBuild:
             mount_shm(shm, self.settings.shm_size)
             self._set(shm_path=str(shm))
             self.undo.push("shm", lambda: unmount_shm(shm))
-            self.store.save(self.record)
 
         if cfg.log_directory:
             Path(cfg.log_directory).mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -172,7 +172,6 @@ class PodBuild:
             infra = start_infra(ns, cgroup, pod_dir / INFRA_LOG)
             self._set(infra=infra.to_record())
             self.undo.push("infra process", lambda: infra.stop())
-            self.store.save(self.record)
 
     def _network(self, network: NetworkConfig, ctx: CallContext) -> None:
         rec = self.record

@@ -9,6 +9,7 @@ afterwards even on failure.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -146,6 +147,49 @@ def test_pod_half_built_when_the_daemon_died_is_taken_apart_on_restart(
         second.remove(pod.id, CallContext.with_timeout(30))
     finally:
         second.close()
+        db.close()
+
+
+def test_namespaces_pinned_but_not_yet_recorded_are_taken_apart_on_restart(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod with its own net, IPC and UTS namespaces (and no CNI network): the daemon
+    dies after pinning them, before the record lists them (the build writes it again
+    only before CNI ADD); recovery finds the pins under the pod directory."""
+    monkeypatch.setattr(UndoStack, "rollback", lambda self: [])
+    monkeypatch.setattr(PodNetwork, "wait_ready", lambda self, ctx: None)  # no CNI step
+
+    def die(*args: Any, **kw: Any) -> Any:
+        raise Killed("mount_shm")
+
+    monkeypatch.setattr(build, "mount_shm", die)
+    first, db = env.manager()
+    own = PodConfig(metadata=PodMetadata("ns", secrets.token_hex(4), "test"), pid_mode=POD)
+    with pytest.raises(Killed):
+        first.run(own, "", CallContext.with_timeout(30))
+    first.close()
+    db.close()
+    [row] = [r for r in db_rows(env) if r["state"] == CREATING]
+    assert row["ns_paths"] == {}  # not recorded
+    assert len(mounts_below(env.base)) == 3  # but pinned
+    monkeypatch.undo()
+    second, db = env.manager()
+    try:
+        recover_pods(second)
+        assert mounts_below(env.base) == []
+        assert list(env.settings.pods_dir.iterdir()) == []
+        assert env.pod_cgroups() == []
+        assert db.query("SELECT id FROM sandboxes") == []
+    finally:
+        second.close()
+        db.close()
+
+
+def db_rows(env: Env) -> list[dict[str, Any]]:
+    db = Database(env.base / "state.db")
+    try:
+        return [json.loads(r["record"]) for r in db.query("SELECT record FROM sandboxes")]
+    finally:
         db.close()
 
 
