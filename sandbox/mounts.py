@@ -161,6 +161,35 @@ def is_mountpoint(path: Path) -> bool:
     return bool(mounts_at(path)) if root is None else root
 
 
+def mount_points_met(directory: Path) -> list[str]:
+    """The mount points a walk of ``directory`` meets (itself included), not entering them.
+
+    Empty exactly when nothing is mounted at or below ``directory``: a mount hidden
+    under another one lies inside a mount point the walk meets. One statx(2) per
+    entry, so the cost follows the directory's size, not the host's mount count;
+    ``/proc/self/mountinfo`` on kernels before 5.8.
+    """
+    met: list[str] = []
+    pending = [(os.path.abspath(directory), True)]
+    while pending:
+        path, is_dir = pending.pop()
+        root = _mount_root(Path(path))
+        if root is None:
+            prefix = os.path.abspath(directory).rstrip("/") + "/"
+            return [e.mount_point for e in parse_mountinfo(MOUNTINFO.read_text())
+                    if e.mount_point + "/" == prefix or e.mount_point.startswith(prefix)]
+        if root:
+            met.append(path)
+        elif is_dir:
+            try:
+                with os.scandir(path) as entries:  # a symlink is never a mount point
+                    pending += [(e.path, e.is_dir(follow_symlinks=False))
+                                for e in entries if not e.is_symlink()]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    return met
+
+
 def _mount_root(path: Path) -> bool | None:
     """statx's answer to "is ``path`` a mount's root?"; None if the kernel cannot say."""
     buf = ctypes.create_string_buffer(_STATX_SIZE)

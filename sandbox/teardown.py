@@ -16,7 +16,7 @@ from typing import Any
 from base.errors import Internal
 from sandbox.cgroups import PodCgroup
 from sandbox.infra import InfraProcess
-from sandbox.mounts import MOUNTINFO, parse_mountinfo
+from sandbox.mounts import MOUNTINFO, mount_points_met, parse_mountinfo
 from sandbox.namespaces import unpin
 from sandbox.record import SandboxRecord
 from sandbox.shm import unmount_shm
@@ -43,7 +43,7 @@ def remove_pod_dir(directory: Path) -> None:
     """Delete the pod directory, refusing while anything is still mounted under it."""
     if not directory.exists():
         return
-    busy = mounts_below(directory)
+    busy = mount_points_met(directory)
     if busy:
         raise Internal(f"cannot delete {directory}: still mounted: {', '.join(busy)}")
     shutil.rmtree(directory)
