@@ -112,7 +112,8 @@ class _ExecRun:
     ) -> ExecResult:
         # No terminal: conmon was not given -t, and ExecSync output is not a tty.
         with open(self.spec_path, "w") as f:
-            json.dump({**process_spec, "terminal": False}, f)
+            # One C-encoded string: json.dump would encode piecewise in Python (4x slower).
+            f.write(json.dumps({**process_spec, "terminal": False}))
         # Each log line costs ~45 bytes besides its content; leave room for both
         # streams and a margin so the cap we apply below is the one that bites.
         global_max = 2 * max_output + (64 << 10)

@@ -319,7 +319,7 @@ class ContainerBuild:
         # Private even in a searchable bundle: the spec holds the container's environment.
         with open(os.open(rec.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
                   encoding="utf-8") as f:  # fmt: skip
-            json.dump(spec, f)
+            f.write(json.dumps(spec))  # one C-encoded string: json.dump encodes in Python
         os.makedirs(os.path.dirname(rec.log_path), exist_ok=True)
         process = spec["process"]
         rec = replace(

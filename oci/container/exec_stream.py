@@ -44,7 +44,7 @@ class StreamExec:
         self.scratch = exec_scratch.make(work_dir)
         spec_path = os.path.join(self.scratch, "process.json")
         with open(spec_path, "w", encoding="utf-8") as f:
-            json.dump(process, f)
+            f.write(json.dumps(process))  # one C-encoded string: json.dump encodes in Python
         self.stdin: int | None = None
         self.stdout: int | None = None
         self.stderr: int | None = None
