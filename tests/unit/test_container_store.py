@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,18 @@ def make(ctr_id: str, name: str, state: str = CREATED) -> ContainerRecord:
         image_ref="sha256:1", bundle=f"/run/{ctr_id}", storage_dir=f"/var/{ctr_id}",
         log_path="/l", labels={"a": "b"},
     )  # fmt: skip
+
+
+def test_a_record_serialises_as_asdict_would_and_reads_back_equal() -> None:
+    rec = replace(
+        make("c" * 64, "full"), mounts=[{"container_path": "/m", "image": {"image_id": "x"}}],
+        resources={"cpu_shares": 2, "hugepage_limits": [{"page_size": "2MB", "limit": 1}]},
+        user={"uid": 1, "gid": 2, "additional_gids": [3]}, monitor_env={"PATH": "/bin"},
+        annotations={"k": "v"}, exit_code=3, reason=ERROR,
+    )
+    want = json.dumps({**asdict(rec), "format": 1}, sort_keys=True)
+    assert rec.to_json() == want
+    assert ContainerRecord.from_json(rec.to_json()) == rec
 
 
 @pytest.fixture
