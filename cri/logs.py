@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+# A value written bare: letters and digits (\w is str.isalnum() plus "_") and -_./:@,+
+_BARE = re.compile(r"[\w\-./:@,+]+")
 
 
 class _TextFormatter(logging.Formatter):
@@ -46,7 +49,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 def _quote(value: Any) -> str:
     text = str(value)
-    if text and all(c.isalnum() or c in "-_./:@,+" for c in text):
+    if _BARE.fullmatch(text):
         return text
     return json.dumps(text)
 
