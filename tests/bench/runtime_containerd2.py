@@ -12,8 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from peer_builds import BUILD_HINT, peer_binary
+from peer_builds import BUILD_HINT, peer_binary, pinned_version
 from runtimes import CNI_BIN, RUNC, ContainerdRuntime, has_sys_resource
+
+MODULE = "github.com/containerd/containerd/v2"
 
 
 class Containerd2Runtime(ContainerdRuntime):
@@ -94,6 +96,7 @@ imports = []
     def versions(self) -> dict[str, str]:
         return {
             **super().versions(),
+            "module": f"{MODULE} {pinned_version(MODULE)}",
             "containerd-shim-runc-v2": " ".join(
                 _version_lines([str(peer_binary("containerd-shim-runc-v2")), "-v"])
             ),

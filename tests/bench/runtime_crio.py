@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from peer_builds import BUILD_HINT, peer_binary
+from peer_builds import BUILD_HINT, peer_binary, pinned_version
 from runtimes import (
     CNI_BIN,
     RUNC,
@@ -29,6 +29,7 @@ from runtimes import (
 from support.daemon import registries_conf_text
 
 CONMON = "/usr/bin/conmon"  # Debian's, as peapod uses
+CRIO_MODULE = "github.com/cri-o/cri-o"
 # containers/image keeps its blob-info cache here when run as root, whatever CRI-O's
 # storage root; no option moves it. The teardown removes it if the run made it.
 BLOB_INFO_CACHE = Path("/var/lib/containers")
@@ -155,6 +156,7 @@ nri_listen = "{d / "run" / "nri.sock"}"
     def versions(self) -> dict[str, str]:
         return {
             "crio": command_version([self.binary, "--version"]),
+            "module": f"{CRIO_MODULE} {pinned_version(CRIO_MODULE)}",
             "conmon": command_version([CONMON, "--version"]),
             "runc": command_version([RUNC, "--version"]),
         }
