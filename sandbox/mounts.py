@@ -161,13 +161,15 @@ def is_mountpoint(path: Path) -> bool:
     return bool(mounts_at(path)) if root is None else root
 
 
-def mount_points_met(directory: Path) -> list[str]:
+def mount_points_met(directory: Path, files: bool = True) -> list[str]:
     """The mount points a walk of ``directory`` meets (itself included), not entering them.
 
     Empty exactly when nothing is mounted at or below ``directory``: a mount hidden
     under another one lies inside a mount point the walk meets. One statx(2) per
-    entry, so the cost follows the directory's size, not the host's mount count;
-    ``/proc/self/mountinfo`` on kernels before 5.8.
+    entry (per directory without ``files``: enough before a deletion, which cannot
+    unlink a mounted file but would empty a mounted directory), so the cost follows
+    the directory's size, not the host's mount count; ``/proc/self/mountinfo`` on
+    kernels before 5.8.
     """
     met: list[str] = []
     pending = [(os.path.abspath(directory), True)]
@@ -183,8 +185,10 @@ def mount_points_met(directory: Path) -> list[str]:
         elif is_dir:
             try:
                 with os.scandir(path) as entries:  # a symlink is never a mount point
-                    pending += [(e.path, e.is_dir(follow_symlinks=False))
-                                for e in entries if not e.is_symlink()]
+                    for e in entries:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        if is_dir or (files and not e.is_symlink()):
+                            pending.append((e.path, is_dir))
             except (FileNotFoundError, NotADirectoryError):
                 continue
     return met

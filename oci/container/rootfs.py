@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from base.errors import Internal, InvalidArgument
-from sandbox.mounts import MOUNTINFO, MS_RDONLY, is_mountpoint, mount, parse_mountinfo, umount_all
+from sandbox.mounts import MS_RDONLY, is_mountpoint, mount, mount_points_met, umount_all
 from sandbox.ns_thread import in_directory
 
 MAX_OPTIONS = 4095  # one page, less the terminating NUL
@@ -133,12 +133,14 @@ def is_mounted(target: Path) -> bool:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a container directory; refuses one that still has a mount on it."""
+    """Delete a container directory; refuses one that still has a mount on it.
+
+    Its directories are looked at with statx before anything is deleted (a mounted
+    file cannot be unlinked: rmtree stops there), not the host's whole mount table.
+    """
     if not path.exists():
         return
-    prefix = os.path.abspath(path) + "/"
-    entries = parse_mountinfo(MOUNTINFO.read_text())
-    busy = [e.mount_point for e in entries if e.mount_point.startswith(prefix)]
+    busy = mount_points_met(path, files=False)
     if busy:
         raise Internal(f"cannot delete {path}: still mounted at {', '.join(busy)}")
     try:

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from base.errors import Internal
-from oci.container.rootfs import mount_readonly_layers, mount_rootfs, unmount_rootfs
-from sandbox.mounts import mount, mounts_at, umount_all
+from oci.container.rootfs import (
+    mount_readonly_layers,
+    mount_rootfs,
+    remove_tree,
+    unmount_rootfs,
+)
+from sandbox.mounts import MS_BIND, mount, mounts_at, umount_all
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +124,38 @@ def test_mounts_from_many_threads_at_once_each_use_their_own_directory(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(16)))
     assert seen == [cwd] * 16
+
+
+def test_a_container_dir_is_not_deleted_while_something_is_mounted_in_it(
+    tmp_path: Path, targets: list[Path]
+) -> None:
+    """The rootfs still mounted: refused and nothing deleted (not even the upper dir's
+    files, nor, through the overlay, anything of the layers); a bind-mounted file: the
+    deletion stops at it and its source is untouched; unmounted, the directory goes."""
+    lower = layers(tmp_path, 2)
+    storage, target = tmp_path / "ctr", tmp_path / "ctr" / "rootfs"
+    targets.append(target)
+    mount_rootfs(lower, storage, target)
+    (target / "written").write_text("x")
+    with pytest.raises(Internal, match=r"still mounted at .*/ctr/rootfs"):
+        remove_tree(storage)
+    assert (storage / "upper" / "written").exists() and (lower[0] / "only-0").exists()
+    unmount_rootfs(target)
+    source = tmp_path / "precious"
+    source.write_text("keep")
+    (storage / "bound").touch()
+    mount(str(source), storage / "bound", None, MS_BIND, None)
+    targets.append(storage / "bound")
+    with pytest.raises(Internal, match="cannot delete"):
+        remove_tree(storage)
+    assert source.read_text() == "keep"
+    umount_all(storage / "bound")
+    remove_tree(storage)
+    assert not storage.exists() and all(d.is_dir() for d in lower)
+    storage.mkdir()
+    mount("tmpfs", storage, "tmpfs", 0, "size=1m")
+    targets.append(storage)
+    (storage / "inside").write_text("x")
+    with pytest.raises(Internal, match="still mounted"):
+        remove_tree(storage)  # the directory itself mounted: its content is not ours
+    assert (storage / "inside").exists()
