@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from sandbox.mounts import MOUNTINFO, is_mountpoint, parse_mountinfo
@@ -25,12 +26,23 @@ def test_parse_mountinfo_fields_and_escapes() -> None:
 
 
 def test_is_mountpoint_agrees_with_mountinfo(tmp_path: Path) -> None:
-    points = {e.mount_point for e in parse_mountinfo(MOUNTINFO.read_text())}
-    reachable = [p for p in points if Path(p).exists()]
-    assert reachable and all(is_mountpoint(Path(p)) for p in reachable)
-    (tmp_path / "file").touch()
-    for plain in (tmp_path / "file", tmp_path / "missing", tmp_path / "missing" / "below"):
-        assert str(plain) not in points and not is_mountpoint(plain)
+    # Mounts of our own and the host's stable ones: other tests mount and unmount in
+    # parallel, so a snapshot of every host mount would race with them.
+    own = tmp_path / "own"
+    own.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(own)], check=True)
+    try:
+        points = {e.mount_point for e in parse_mountinfo(MOUNTINFO.read_text())}
+        stable = [p for p in ("/", "/proc", "/sys", str(own)) if p in points]
+        assert str(own) in stable and all(is_mountpoint(Path(p)) for p in stable)
+        (own / "file").touch()
+        (own / "dir").mkdir()
+        for plain in (own / "file", own / "dir", tmp_path / "missing",
+                      tmp_path / "missing" / "below"):
+            assert str(plain) not in points and not is_mountpoint(plain)
+    finally:
+        subprocess.run(["umount", str(own)], check=True)
+    assert not is_mountpoint(own)
 
 
 def test_is_nsfs(tmp_path: Path) -> None:
