@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from base import child_io
 from base.cancel import CallContext
 from base.errors import (
     Cancelled,
@@ -156,18 +157,15 @@ def failure_error(plugin: str, command: str, what: str, exit_status: int,
     return err
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(io: child_io.ChildIO) -> None:
+    proc = io.proc
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
-    try:
-        proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
+    if not io.run(2):
         # A descendant that left the group still holds a pipe; stop waiting for it.
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        io.close()
         proc.wait()
 
 
@@ -198,28 +196,28 @@ def exec_plugin(
     except OSError as err:
         raise Internal(f"{what}: cannot execute {path}: {err.strerror or err}",
                        reason=plugin) from err
-    pending: bytes | None = stdin
-    while True:
-        wait = _POLL_SECONDS
-        if deadline is not None:
-            wait = min(wait, max(deadline - time.monotonic(), 0.0))
-        try:
-            out, errout = proc.communicate(pending, timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            pending = None
-        if ctx.cancelled:
-            _kill_group(proc)
-            raise Cancelled(f"{what} was cancelled by the caller; the plugin was killed",
-                            reason=plugin)
-        if deadline is not None and time.monotonic() >= deadline:
-            _kill_group(proc)
-            left = ctx.remaining()
-            why = ("the caller's deadline passed" if left is not None and left <= 0
-                   else f"it ran longer than {timeout:.1f}s")
-            raise DeadlineExceeded(f"{what} was killed because {why}", reason=plugin)
-    stdout = out.decode("utf-8", errors="replace")
-    stderr = errout.decode("utf-8", errors="replace")
+    io = child_io.ChildIO(proc, stdin)  # its exit seen on a pidfd: no polling wait
+    try:
+        while True:
+            wait = _POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.monotonic(), 0.0))
+            if io.run(wait):
+                break
+            if ctx.cancelled:
+                _kill_group(io)
+                raise Cancelled(f"{what} was cancelled by the caller; the plugin was killed",
+                                reason=plugin)
+            if deadline is not None and time.monotonic() >= deadline:
+                _kill_group(io)
+                left = ctx.remaining()
+                why = ("the caller's deadline passed" if left is not None and left <= 0
+                       else f"it ran longer than {timeout:.1f}s")
+                raise DeadlineExceeded(f"{what} was killed because {why}", reason=plugin)
+        stdout = io.output(proc.stdout).decode("utf-8", errors="replace")
+        stderr = io.output(proc.stderr).decode("utf-8", errors="replace")
+    finally:
+        io.close()
     if proc.returncode != 0:
         raise failure_error(plugin, command, what, proc.returncode, stdout, stderr)
     return stdout

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from base import child_io
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound, PeapodError
 from conmon import crilog, exec_scratch, files, procs
@@ -188,7 +189,7 @@ class _ExecRun:
     def _reap(self, proc: subprocess.Popen[bytes]) -> str:
         """Wait for conmon to exit after its report; its stderr, if any."""
         try:
-            _, err = proc.communicate(timeout=_REPORT_GRACE)
+            _, err = child_io.communicate(proc, timeout=_REPORT_GRACE)
         except subprocess.TimeoutExpired:
             self._kill(proc)
             return ""

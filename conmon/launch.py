@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from base import child_io
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, Internal, PeapodError
 from conmon import files, procs
@@ -206,14 +207,13 @@ class _Launch:
             if ctx is not None:
                 ctx.check()
             left = deadline - time.monotonic()
-            try:
-                rc = self.proc.wait(timeout=max(min(left, CANCEL_POLL), 0.0))
+            rc = child_io.wait(self.proc, max(min(left, CANCEL_POLL), 0.0))
+            if rc is not None:
                 break
-            except subprocess.TimeoutExpired:
-                if left <= CANCEL_POLL:
-                    raise DeadlineExceeded(
-                        f"conmon for container {self.ctr_id} did not daemonise in time"
-                    ) from None
+            if left <= CANCEL_POLL:
+                raise DeadlineExceeded(
+                    f"conmon for container {self.ctr_id} did not daemonise in time"
+                )
         if rc != 0:
             raise Internal(
                 f"conmon failed for container {self.ctr_id} with exit status {rc}"

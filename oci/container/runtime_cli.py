@@ -10,6 +10,7 @@ import json
 import subprocess
 from typing import Any
 
+from base import child_io
 from base.cancel import CallContext
 from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
 from conmon.sync_pipe import runtime_error_text
@@ -31,21 +32,28 @@ def _run(
     timeout = ctx.timeout(DEFAULT_TIMEOUT) if ctx is not None else DEFAULT_TIMEOUT
     argv = [h.runtime_path, f"--root={h.runtime_root}", *args]
     try:
-        return subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=dict(h.monitor_env),
         )
+    except OSError as exc:
+        raise Internal(f"{what}: cannot run runtime {h.runtime_path}: {exc}") from None
+    try:
+        out, err = child_io.communicate(proc, stdin, timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         raise DeadlineExceeded(
             f"{what}: runtime {h.runtime_path} did not finish within {timeout:.1f}s"
         ) from None
-    except OSError as exc:
-        raise Internal(f"{what}: cannot run runtime {h.runtime_path}: {exc}") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _message(proc: subprocess.CompletedProcess[bytes]) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from base.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from base.cancel import CallContext
+from base.errors import DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from cri import config as configmod
 from cri.services import runtime_handlers
 from oci.container import runtime_cli
@@ -27,6 +28,9 @@ if cmd == "features":
 data = sys.stdin.read() if "-" in sys.argv else ""
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(" ".join(sys.argv[1:]) + "|" + data + "\\n")
+if os.environ.get("FAKE_HANG"):
+    import time
+    time.sleep(60)
 err = os.environ.get("FAKE_ERR")
 if err:
     sys.stderr.write('time="2026-01-01T00:00:00Z" level=error msg="' + err + '"\\n')
@@ -85,6 +89,19 @@ def test_cli_errors_carry_the_runtime_message(fake: tuple[RuntimeHandler, Path])
     with pytest.raises(FailedPrecondition):
         runtime_cli.update(with_err(h, "container not running"), "c1", {})
     assert runtime_cli.state(with_err(h, "container does not exist"), "c1") is None
+
+
+def test_a_hung_runtime_is_killed_at_the_callers_deadline(
+    fake: tuple[RuntimeHandler, Path],
+) -> None:
+    h, log = fake
+    hung = RuntimeHandler(h.name, h.runtime_path, h.runtime_root, h.monitor_path,
+                          dict(h.monitor_env, FAKE_HANG="1"), h.create_timeout)  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"did not finish within 0\.[0-9]s"):
+        runtime_cli.start(hung, "c1", CallContext.with_timeout(0.5, "test"))
+    assert time.monotonic() - start < 10
+    assert log.read_text().splitlines() == [f"--root={h.runtime_root} start c1|"]
 
 
 def test_features_probe(fake: tuple[RuntimeHandler, Path], tmp_path: Path) -> None:
