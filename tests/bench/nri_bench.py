@@ -18,9 +18,10 @@ each plugin adds: (median with n - median with 0) / n over the whole run, and th
 taken within each cycle of the order and then the median over cycles (paired, so a
 busy neighbour on the host moves both sides alike). The goal is under 2 ms. Besides,
 the daemon's own record (``peapod_nri_plugin_duration_seconds``) gives the time peapod
-waited on plugin calls per pod and plugin, which other load on the host moves much
-less. A JSON copy goes to tests/bench/results/nri-<time>.json. ``--host-network``
-leaves CNI (the largest and most variable part of a start) out.
+waited on plugin calls per pod and plugin, and the daemon's CPU time per start (its
+threads' run time from schedstat) what its work costs, both much less moved by other
+load on the host. A JSON copy goes to tests/bench/results/nri-<time>.json. ``--host-network`` leaves
+CNI (the largest and most variable part of a start) out.
 
     sudo .venv/bin/python tests/bench/nri_bench.py [--pods 60] [--block 5]
 """
@@ -50,7 +51,7 @@ from support.registry import Registry  # noqa: E402
 from api import api_pb2 as pb  # noqa: E402
 
 COUNTS = (0, 1, 3)
-PARTS = ("run", "create", "start", "total")
+PARTS = ("run", "create", "start", "total", "cpu")
 
 
 class Plugins:
@@ -103,6 +104,18 @@ def plugin_seconds(env: PodEnv) -> tuple[float, int]:
     return total, count
 
 
+def cpu_ms(pid: int) -> float:
+    """CPU time the process's live threads have run so far, in ms (schedstat: ns, where
+    /proc/<pid>/stat counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return total / 1e6
+
+
 def start_pod(env: PodEnv, image: str, i: int,
               host_network: bool) -> tuple[str, dict[str, float]]:
     """One pod started as the kubelet does it; its id and the time of each call (ms)."""
@@ -149,6 +162,8 @@ def main() -> int:
             env.peapod.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)),
                                         timeout=120)
             plugins = Plugins(env, opts.plugin)
+            assert env.peapod.proc is not None
+            daemon_pid = env.peapod.proc.pid
             for i in range(3):  # warm-up, not counted
                 remove(env, start_pod(env, image, -1 - i, opts.host_network)[0])
             for block, n in enumerate(order):
@@ -157,7 +172,9 @@ def main() -> int:
                 plugins.set(n)
                 for i in range(opts.block):
                     before = plugin_seconds(env)
+                    cpu_before = cpu_ms(daemon_pid)
                     pod, took = start_pod(env, image, block * 1000 + i, opts.host_network)
+                    took["cpu"] = cpu_ms(daemon_pid) - cpu_before
                     after = plugin_seconds(env)  # the start's calls only, not the removal's
                     remove(env, pod)
                     samples[n].append(took)
@@ -181,13 +198,16 @@ def main() -> int:
                                    for c in cycles) for n in COUNTS if n}
     print(f"\npod start with NRI plugins ({opts.plugin} no-op plugin, every event), "
           f"{len(samples[0])} pods per count, medians in ms:")
+    cpu = {n: statistics.mean(s["cpu"] for s in samples[n]) for n in COUNTS}
     print(f"{'plugins':>8} {'run':>8} {'create':>8} {'start':>8} {'total':>8} {'per plugin':>11}"
-          f" {'paired':>8}")
+          f" {'paired':>8} {'daemon CPU':>11}")
     for n in COUNTS:
         m = medians[n]
-        extra = f"{per_plugin[n]:+11.2f} {paired[n]:+8.2f}" if n else ""
+        extra = f"{per_plugin[n]:+11.2f} {paired[n]:+8.2f}" if n else f"{'':>20}"
         print(f"{n:>8} {m['run']:8.1f} {m['create']:8.1f} {m['start']:8.1f} {m['total']:8.1f}"
-              f"{extra}")
+              f"{extra} {cpu[n]:11.2f}")
+    print(f"daemon CPU per start and plugin: {(cpu[1] - cpu[0]):+.2f} ms with 1, "
+          f"{(cpu[3] - cpu[0]) / 3:+.2f} ms with 3 (means)")
     for n in COUNTS[1:]:
         print(f"with {n}: peapod waited {in_daemon[n]:.2f} ms per pod and plugin on "
               f"{calls[n]:.1f} calls (its peapod_nri_plugin_duration_seconds)")
@@ -199,6 +219,7 @@ def main() -> int:
                                "block": opts.block, "host_network": opts.host_network,
                                "medians_ms": medians, "paired_per_plugin_ms": paired,
                                "daemon_wait_per_pod_and_plugin_ms": in_daemon,
+                               "daemon_cpu_per_start_ms": cpu,
                                "calls_per_pod_and_plugin": calls,
                                "per_plugin_ms": per_plugin, "samples_ms": samples}, indent=1))
     print(f"written: {out.relative_to(REPO)}")
