@@ -4,13 +4,13 @@ Order: pod directory, cgroup, pinned namespaces (hostname and sysctls applied
 inside; for a ``hostUsers: false`` pod a user namespace first, owning the
 others), hostname/resolv.conf/hosts files, /dev/shm tmpfs, log directory,
 infra process (pid mode POD), then the network. The record (state "creating")
-is saved before the first step (with the cgroup directories it will create) and
-again once the cgroup exists, so a daemon killed half-way leaves a row from which
-restart recovery takes the pod apart; what the next steps make is found without
-the record (the namespace and shm mounts under the pod directory, the infra
-process by its output file, ``sandbox.recover``), so they cost no write. Before
-any ADD the record is saved with all of it and the planned attachments, so a
-crash mid-ADD can still be DEL'ed, and each ADD result is kept. A failure undoes
+is saved before the first step, with the cgroup directories it will create, so a
+daemon killed half-way leaves a row from which restart recovery takes the pod
+apart; what the next steps make is found without the record (the cgroup by that
+plan, the namespace and shm mounts under the pod directory, the infra process by
+its output file, ``sandbox.recover``), so they cost no write. Before any ADD the
+record is saved with all of it and the planned attachments, so a crash mid-ADD
+can still be DEL'ed, and each ADD result is kept. A failure undoes
 everything newest first, so CNI DEL always runs while the network namespace is
 still pinned, and the row goes last.
 """
@@ -140,7 +140,6 @@ class PodBuild:
         cgroup = create_pod_cgroup(rec.cgroup_parent, self.settings.cgroup_driver)
         self._set(cgroup=cgroup.to_record())
         self.undo.push("pod cgroup", cgroup.remove)
-        self.store.save(self.record)
 
         kinds = set()
         if not cfg.host_network:
