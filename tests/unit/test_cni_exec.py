@@ -59,6 +59,18 @@ def test_stdin_reaches_plugin_and_stdout_returns(tmp_path: Path) -> None:
     assert run(path, stdin=b'{"x": 1}') == '{"x": 1}'
 
 
+def test_a_plugin_reading_its_stdin_late_still_gets_all_of_it(tmp_path: Path) -> None:
+    """The config arrives whole even when the plugin starts reading after several of the
+    run's polls: the write must go on across them. (Resuming ``Popen.communicate`` with
+    no input stopped feeding stdin and never closed it, so a plugin started slowly on a
+    loaded host read forever, until the 60 s cap killed it.)"""
+    path = script(tmp_path, "late", "sleep 0.3; wc -c\n")
+    config = b"x" * 300_000  # more than a pipe holds: cannot all go in the first poll
+    started = time.monotonic()
+    assert run(path, stdin=config, cap=10.0).strip() == str(len(config))
+    assert time.monotonic() - started < 5
+
+
 def test_cni_error_json_on_stdout(tmp_path: Path) -> None:
     path = script(tmp_path, "p", """
 cat >/dev/null
