@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from base.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
+from base.cancel import CallContext
+from base.errors import Cancelled, DeadlineExceeded, FailedPrecondition, Internal, NotFound
 from conmon import crilog, files, procs
 from conmon.attach import STDERR, STDOUT, attach
 from conmon.ctl import reopen_log, resize
@@ -639,6 +641,45 @@ def test_exec_sync_timeout_kills_the_command(lab: Lab, args: list[str]) -> None:
     ]
     assert live == [ctr.created.pid], live
     assert list(work.iterdir()) == []  # temporary files removed
+    stop(lab, ctr)
+
+
+def test_exec_sync_returns_when_the_command_exits_not_when_its_output_closes(lab: Lab) -> None:
+    ctr = running(lab, ["sleep", "100"])
+    t0 = time.monotonic()
+    r = run_exec(lab, ctr, ["sh", "-c", "sleep 30 & echo started; echo err >&2"])
+    assert (r.exit_code, r.stdout, r.stderr) == (0, b"started\n", b"err\n")
+    assert time.monotonic() - t0 < 10  # the background sleep still holds stdout and stderr
+    stop(lab, ctr)
+
+
+def test_exec_sync_reads_both_streams_at_once_and_caps_each(lab: Lab) -> None:
+    ctr = running(lab, ["sleep", "100"])
+    script = ("head -c 300000 /dev/zero | tr '\\0' o & "
+              "head -c 300000 /dev/zero | tr '\\0' e >&2; wait")
+    r = run_exec(lab, ctr, ["sh", "-c", script])
+    assert (r.stdout, r.stderr, r.truncated) == (b"o" * 300000, b"e" * 300000, False)
+    r = run_exec(lab, ctr, ["sh", "-c", script], max_output=1000)
+    assert (r.stdout, r.stderr, r.truncated, r.exit_code) == (b"o" * 1000, b"e" * 1000, True, 0)
+    stop(lab, ctr)
+
+
+def test_exec_sync_cancelled_by_its_caller_kills_the_command(lab: Lab) -> None:
+    ctr = running(lab, ["sleep", "100"])
+    ctx = CallContext.with_timeout(None, "exec")
+    threading.Timer(0.5, ctx.cancel).start()
+    work = lab.base / "exec-cancel"
+    work.mkdir()
+    with pytest.raises(Cancelled):
+        run_exec(lab, ctr, ["sh", "-c", "setsid sleep 31 & sleep 30"], timeout=None, ctx=ctx,
+                 work_dir=str(work))  # fmt: skip
+    cg = cgroup_dirs(ctr.cgroup)
+    pids_dir = next(d for d in cg if d.parent.name == "pids")
+    live = [
+        int(p) for p in (pids_dir / "cgroup.procs").read_text().split() if procs.is_alive(int(p))
+    ]
+    assert live == [ctr.created.pid], live
+    assert list(work.iterdir()) == []
     stop(lab, ctr)
 
 
