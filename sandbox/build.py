@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -136,6 +137,7 @@ class PodBuild:
         pod_dir = Path(rec.pod_dir)
         pod_dir.mkdir(parents=True, exist_ok=False)
         self.undo.push("pod directory", lambda: remove_pod_dir(pod_dir))
+        _restrict_pod_dir(pod_dir, cfg.userns.root_gid if cfg.userns is not None else None)
 
         cgroup = create_pod_cgroup(rec.cgroup_parent, self.settings.cgroup_driver)
         self._set(cgroup=cgroup.to_record())
@@ -264,3 +266,13 @@ def new_record(
         overhead=dict(config.overhead),
         resources=dict(config.resources),
     )
+
+
+def _restrict_pod_dir(pod_dir: Path, root_gid: int | None) -> None:
+    """No other host user may reach the pod's files (its shm is 1777 inside): 0700, or
+    0710 with the group of a user-namespaced pod's root, whose runc init binds them."""
+    if root_gid is None:
+        os.chmod(pod_dir, 0o700)
+        return
+    os.chown(pod_dir, -1, root_gid)
+    os.chmod(pod_dir, 0o710)

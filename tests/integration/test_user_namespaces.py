@@ -294,6 +294,27 @@ def test_other_host_users_reach_nothing_in_a_running_bundle(env: ContainerEnv, i
     assert env.sh(own, "id -u; stat -c %u:%g /etc/passwd") == "0\n0:0\n"
 
 
+def test_other_host_users_reach_nothing_in_a_pod_directory(env: ContainerEnv, image: str) -> None:
+    """A pod's files (its 1777 shm, hosts, resolv.conf, pinned namespaces) are out of reach
+    of host users; only a user-namespaced pod's root group may search its pod directory."""
+    plain_pod = run_pod(env, pb.UserNamespace(mode=pb.NODE))
+    env.run(plain_pod, image, ["sleep", "1000"])
+    pod = run_pod(env)
+    own = env.run(pod, image, ["sleep", "1000"], linux=in_pod_userns())
+    pods = env.peapod.runroot / "pods"
+    for pod_id in (plain_pod, pod):
+        shm = pods / pod_id / "shm"
+        assert shm.is_dir() and shm.stat().st_mode & 0o7777 == 0o1777
+        for target in (shm, pods / pod_id / "hosts", pods / pod_id / "resolv.conf"):
+            assert not reaches(target, NOBODY, NOBODY), (pod_id == pod, target)
+    assert (pods / plain_pod).stat().st_mode & 0o777 == 0o700
+    got = (pods / pod).stat()
+    assert (got.st_mode & 0o777, got.st_uid, got.st_gid) == (0o710, 0, HOST_GID)
+    assert reaches(pods / pod / "shm", HOST_UID, HOST_GID)
+    # The userns container still binds them: /dev/shm writable, /etc/hosts readable.
+    assert env.sh(own, "touch /dev/shm/x && head -c0 /etc/hosts && echo ok") == "ok\n"
+
+
 def test_a_filesystem_without_idmap_support_is_a_failed_precondition(
     env: ContainerEnv, image: str, tmp_path: Path
 ) -> None:
