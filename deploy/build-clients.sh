@@ -15,37 +15,12 @@ tools="$here/tests/tools"
 out="${PEAPOD_CLIENTS_DIR:-$here/.cache/clients}"
 binaries=(crictl critest kubelet)
 
-stamp="$(cat "$tools/go.mod" "$tools/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
-
-current() {
-  [ "${force:-}" != 1 ] || return 1
-  [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] || return 1
-  local b
-  for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
-}
-
-report() {
-  echo "build-clients: CRI clients in $out:"
-  local b
-  for b in "${binaries[@]}"; do echo "  $out/$b"; done
-}
-
-force=""
-[ "${1:-}" = --force ] && force=1
-
-if current; then
-  report
-  exit 0
-fi
-
-mkdir -p "$out"
-# One build at a time; a second caller waits, then finds the cache current.
-exec 9>"$out/.lock"
-flock 9
-if current; then
-  report
-  exit 0
-fi
+stamp="$(cat "$tools/go.mod" "$tools/go.sum" "${BASH_SOURCE[0]}" "$here/deploy/binary-cache.sh" \
+  | sha256sum | cut -d' ' -f1)"
+label="build-clients: CRI clients"
+# shellcheck source=deploy/binary-cache.sh
+. "$here/deploy/binary-cache.sh"
+cache_or_lock "$@"
 
 if ! command -v go >/dev/null; then
   echo "build-clients: needs Go ($(sed -n 's/^go //p' "$tools/go.mod") or newer) on PATH" >&2
@@ -88,6 +63,5 @@ go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$kube_ldflags" \
 
 rm -f "$out/stamp"
 for b in "${binaries[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
-echo "$stamp" > "$out/stamp"
 echo "build-clients: built in $((SECONDS - start)) s"
-report
+cache_store

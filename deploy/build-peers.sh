@@ -18,37 +18,12 @@ pins="$here/tests/tools/peers"
 out="${PEAPOD_PEERS_DIR:-$here/.cache/peers}"
 binaries=(crio pinns containerd containerd-shim-runc-v2)
 
-stamp="$(cat "$pins/go.mod" "$pins/go.sum" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
-
-current() {
-  [ "${force:-}" != 1 ] || return 1
-  [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] || return 1
-  local b
-  for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
-}
-
-report() {
-  echo "build-peers: peer runtimes in $out:"
-  local b
-  for b in "${binaries[@]}"; do echo "  $out/$b"; done
-}
-
-force=""
-[ "${1:-}" = --force ] && force=1
-
-if current; then
-  report
-  exit 0
-fi
-
-mkdir -p "$out"
-# One build at a time; a second caller waits, then finds the cache current.
-exec 9>"$out/.lock"
-flock 9
-if current; then
-  report
-  exit 0
-fi
+stamp="$(cat "$pins/go.mod" "$pins/go.sum" "${BASH_SOURCE[0]}" "$here/deploy/binary-cache.sh" \
+  | sha256sum | cut -d' ' -f1)"
+label="build-peers: peer runtimes"
+# shellcheck source=deploy/binary-cache.sh
+. "$here/deploy/binary-cache.sh"
+cache_or_lock "$@"
 
 for tool in go gcc pkg-config; do
   if ! command -v "$tool" >/dev/null; then
@@ -109,6 +84,5 @@ strip -s "$tmp/pinns"
 
 rm -f "$out/stamp"
 for b in "${binaries[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
-echo "$stamp" > "$out/stamp"
 echo "build-peers: built in $((SECONDS - start)) s"
-report
+cache_store
